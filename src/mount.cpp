@@ -1,0 +1,345 @@
+// Start-up and shutdown of a mount, in the order that keeps errors visible:
+// check arguments, mount, only then daemonize (so a failed mount exits
+// non-zero in the user's process), only after the fork start threads, wait
+// until the kernel has initialized the mount, then report success.
+#include "mount.hpp"
+
+#include "data_path.hpp"
+#include "filesystem.hpp"
+#include "log.hpp"
+#include "stats_server.hpp"
+#include "util/mountinfo.hpp"
+#include "util/size.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <spdlog/spdlog.h>
+#include <sys/eventfd.h>
+#include <sys/mount.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <climits>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <string>
+
+namespace splicefs {
+
+namespace {
+
+struct MountError {
+    int code;
+    std::string message;
+};
+
+std::string absolute(const std::string& path) {
+    char resolved[PATH_MAX];
+    return realpath(path.c_str(), resolved) ? std::string(resolved) : std::string();
+}
+
+std::string describe_errno(int err) { return std::strerror(err); }
+
+// Checks SOURCE and MOUNTPOINT before anything is mounted.
+std::optional<MountError> check_paths(Options& opts) {
+    struct stat st {};
+    if (stat(opts.source.c_str(), &st) < 0)
+        return MountError{exit_code::mount_failed,
+                          "source '" + opts.source + "': " + describe_errno(errno)};
+    if (!S_ISDIR(st.st_mode))
+        return MountError{exit_code::mount_failed, "source '" + opts.source + "' is not a directory"};
+    if (access(opts.source.c_str(), R_OK | X_OK) < 0)
+        return MountError{exit_code::mount_failed,
+                          "source '" + opts.source + "' is not readable: " + describe_errno(errno)};
+    opts.source = absolute(opts.source);
+
+    struct stat mst {};
+    if (stat(opts.mountpoint.c_str(), &mst) < 0)
+        return MountError{exit_code::mount_failed,
+                          "mountpoint '" + opts.mountpoint + "': " + describe_errno(errno)};
+    if (!S_ISDIR(mst.st_mode))
+        return MountError{exit_code::mount_failed,
+                          "mountpoint '" + opts.mountpoint + "' is not a directory"};
+    opts.mountpoint = absolute(opts.mountpoint);
+    if (auto existing = util::find_mount(opts.mountpoint);
+        existing && existing->fstype == "fuse.splicefs")
+        return MountError{exit_code::mount_failed,
+                          "mountpoint '" + opts.mountpoint + "' is already a splicefs mount (of " +
+                              existing->source + ")"};
+    if (access("/dev/fuse", R_OK | W_OK) < 0)
+        return MountError{exit_code::mount_failed, "cannot use /dev/fuse: " + describe_errno(errno)};
+    return std::nullopt;
+}
+
+// libfuse's own option parser takes the mount options as one -o list.
+std::string escape_option(const std::string& value) {
+    std::string out;
+    for (char c : value) {
+        if (c == ',' || c == '\\') out += '\\';
+        out += c;
+    }
+    return out;
+}
+
+std::string libfuse_mount_options(const Options& opts, const Limits& limits) {
+    std::string list = "fsname=" + escape_option(opts.fsname.empty() ? opts.source : opts.fsname) +
+                       ",subtype=" + escape_option(opts.subtype.empty() ? "splicefs" : opts.subtype) +
+                       ",max_read=" + std::to_string(limits.max_read);
+    for (const auto& option : opts.fuse_options) list += "," + option;
+    // Without default_permissions every user of an allow_other mount would
+    // act with the daemon's rights.
+    if (opts.allow_other && !opts.default_permissions) list += ",default_permissions";
+    return list;
+}
+
+// The bdi of a FUSE mount is named after its device number; its readahead
+// decides how large the READ requests of a sequential buffered read get.
+uint64_t set_readahead(const std::string& mountpoint, uint64_t bytes) {
+    struct stat st {};
+    if (stat(mountpoint.c_str(), &st) < 0) return 0;
+    const std::string path = "/sys/class/bdi/" + std::to_string(major(st.st_dev)) + ":" +
+                             std::to_string(minor(st.st_dev)) + "/read_ahead_kb";
+    {
+        std::ofstream out(path);
+        out << bytes / 1024;
+    }
+    std::ifstream in(path);
+    uint64_t kb = 0;
+    in >> kb;
+    return kb * 1024;
+}
+
+// Lazily detaches the mount; the kernel then ends the connection once no file
+// is open on it, and the workers see ENODEV.
+void detach(const std::string& mountpoint) {
+    if (geteuid() == 0) {
+        if (umount2(mountpoint.c_str(), MNT_DETACH) < 0 && errno != EINVAL)
+            spdlog::warn("unmounting {}: {}", mountpoint, std::strerror(errno));
+        return;
+    }
+    const pid_t pid = fork();
+    if (pid == 0) {
+        execlp("fusermount3", "fusermount3", "-u", "-z", "-q", "--", mountpoint.c_str(), nullptr);
+        _exit(127);
+    }
+    if (pid > 0) waitpid(pid, nullptr, 0);
+}
+
+bool still_mounted(const std::string& mountpoint, dev_t dev) {
+    const auto entry = util::find_mount(mountpoint);
+    return entry && entry->major == major(dev) && entry->minor == minor(dev);
+}
+
+// Parent side of daemonizing: waits for the daemon to report, then exits
+// with its status. The daemon writes one byte (its exit code) and, on
+// failure, the error line.
+[[noreturn]] void wait_for_daemon(int report_fd) {
+    char code = exit_code::system;
+    std::string message;
+    if (::read(report_fd, &code, 1) == 1) {
+        char buf[1024];
+        ssize_t n;
+        while ((n = ::read(report_fd, buf, sizeof buf)) > 0) message.append(buf, static_cast<size_t>(n));
+    } else {
+        message = "the daemon exited before the mount was ready";
+    }
+    if (!message.empty()) std::fprintf(stderr, "splicefs: %s\n", message.c_str());
+    _exit(code);
+}
+
+class Reporter {
+  public:
+    explicit Reporter(int fd) : fd_(fd) {}
+    void report(int code, const std::string& message) {
+        if (fd_ < 0) {
+            if (!message.empty()) std::fprintf(stderr, "splicefs: %s\n", message.c_str());
+            return;
+        }
+        const char byte = static_cast<char>(code);
+        (void)!::write(fd_, &byte, 1);
+        (void)!::write(fd_, message.data(), message.size());
+        ::close(fd_);
+        fd_ = -1;
+    }
+
+  private:
+    int fd_;
+};
+
+void redirect_stdio_to_null() {
+    const int null = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (null < 0) return;
+    dup2(null, 0);
+    dup2(null, 1);
+    dup2(null, 2);
+    if (null > 2) ::close(null);
+}
+
+} // namespace
+
+int run_mount(Options opts) {
+    umask(0); // the kernel has applied the caller's umask already
+    log_to_stderr(opts.log_level);
+
+    if (auto error = check_paths(opts)) {
+        std::fprintf(stderr, "splicefs: %s\n", error->message.c_str());
+        return error->code;
+    }
+    util::Fd root_fd(::open(opts.source.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!root_fd) {
+        std::fprintf(stderr, "splicefs: source '%s': %s\n", opts.source.c_str(), std::strerror(errno));
+        return exit_code::mount_failed;
+    }
+
+    auto fs = std::make_unique<Filesystem>(opts, std::move(root_fd));
+    if (auto error = settle_limits(opts, fs->stats.limits); !error.empty()) {
+        std::fprintf(stderr, "splicefs: %s\n", error.c_str());
+        return exit_code::usage;
+    }
+    const Limits& limits = fs->stats.limits;
+    if (!limits.clamp_reason.empty()) {
+        const std::string line = "max reply " + util::exact_size(limits.max_reply) + " instead of " +
+                                 util::exact_size(limits.max_reply_requested ? limits.max_reply_requested
+                                                                             : limits.max_reply + 4096) +
+                                 ": " + limits.clamp_reason;
+        // Asked for: say so. Not asked for: the default is "largest that splices".
+        if (opts.max_reply) spdlog::warn("{}", line);
+        else spdlog::debug("{}", line);
+    }
+    switch (opts.cache) {
+    case CachePolicy::auto_: fs->timeout = 1.0; break;
+    case CachePolicy::always: fs->timeout = 86400.0; break;
+    case CachePolicy::never: fs->timeout = 0.0; break;
+    }
+    fs->act_as_caller = geteuid() == 0;
+    {
+        const int n = getgroups(0, nullptr);
+        fs->daemon_groups.resize(static_cast<size_t>(std::max(n, 0)));
+        if (n > 0) getgroups(n, fs->daemon_groups.data());
+    }
+
+    const std::string mount_options = libfuse_mount_options(opts, limits);
+    std::vector<std::string> fuse_argv_storage{"splicefs", "-o", mount_options};
+    if (opts.debug) fuse_argv_storage.emplace_back("-d");
+    std::vector<char*> fuse_argv;
+    for (auto& arg : fuse_argv_storage) fuse_argv.push_back(arg.data());
+    fuse_args args = FUSE_ARGS_INIT(static_cast<int>(fuse_argv.size()), fuse_argv.data());
+    fuse_session* session = fuse_session_new(&args, &operations(), sizeof(fuse_lowlevel_ops), fs.get());
+    if (!session) {
+        std::fprintf(stderr, "splicefs: invalid mount options '%s': %s\n", mount_options.c_str(),
+                     last_libfuse_message().c_str());
+        return exit_code::usage;
+    }
+    if (fuse_session_mount(session, opts.mountpoint.c_str()) != 0) {
+        std::string why = last_libfuse_message();
+        if (why.rfind("fuse: ", 0) == 0) why = why.substr(6);
+        std::fprintf(stderr, "splicefs: cannot mount '%s' on '%s': %s\n", opts.source.c_str(),
+                     opts.mountpoint.c_str(), why.empty() ? "mount failed" : why.c_str());
+        fuse_session_destroy(session);
+        return exit_code::mount_failed;
+    }
+
+    // Mounted. From here on a failure must unmount again.
+    int report_fd = -1;
+    if (!opts.foreground) {
+        int fds[2];
+        if (pipe2(fds, O_CLOEXEC) < 0) {
+            std::fprintf(stderr, "splicefs: %s\n", std::strerror(errno));
+            fuse_session_unmount(session);
+            fuse_session_destroy(session);
+            return exit_code::system;
+        }
+        const pid_t pid = fork();
+        if (pid < 0) {
+            std::fprintf(stderr, "splicefs: fork: %s\n", std::strerror(errno));
+            fuse_session_unmount(session);
+            fuse_session_destroy(session);
+            return exit_code::system;
+        }
+        if (pid > 0) {
+            ::close(fds[1]);
+            wait_for_daemon(fds[0]);
+        }
+        ::close(fds[0]);
+        report_fd = fds[1];
+        setsid();
+        if (chdir("/") < 0) { /* keeps working from the old directory */
+        }
+        log_to_syslog(opts.log_level);
+    }
+    Reporter reporter(report_fd);
+    forward_libfuse_messages(true);
+
+    // Signals are taken synchronously by the main thread; workers never see them.
+    sigset_t signals;
+    sigemptyset(&signals);
+    sigaddset(&signals, SIGTERM);
+    sigaddset(&signals, SIGINT);
+    sigaddset(&signals, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+    signal(SIGPIPE, SIG_IGN);
+    util::Fd signal_fd(signalfd(-1, &signals, SFD_CLOEXEC));
+    util::Fd workers_exited(eventfd(0, EFD_CLOEXEC));
+
+    const unsigned threads = opts.worker_threads();
+    Workers workers(*fs, session, threads, workers_exited.get());
+    StatsServer stats_server(*fs);
+
+    // The first request on the mount waits for INIT, so once this stat
+    // returns the mount is usable.
+    struct stat root_st {};
+    if (stat(opts.mountpoint.c_str(), &root_st) < 0 || !fs->initialized) {
+        const int err = errno;
+        reporter.report(exit_code::mount_failed,
+                        "the kernel did not initialize the mount: " + describe_errno(err));
+        detach(opts.mountpoint);
+        workers.join();
+        fuse_session_unmount(session);
+        fuse_session_destroy(session);
+        return exit_code::mount_failed;
+    }
+    fs->stats.limits.readahead = set_readahead(opts.mountpoint, limits.max_reply);
+    if (std::string error = stats_server.start(root_st.st_dev); !error.empty())
+        spdlog::warn("stats will not be available: {}", error);
+    spdlog::info("mounted {} on {} (splice {}, max reply {}, {} threads)", opts.source, opts.mountpoint,
+                 limits.splice_mode, util::exact_size(limits.max_reply), threads);
+    reporter.report(exit_code::ok, "");
+    if (!opts.foreground) redirect_stdio_to_null();
+
+    bool detached = false;
+    while (workers.running() > 0) {
+        pollfd fds[2] = {{signal_fd.get(), POLLIN, 0}, {workers_exited.get(), POLLIN, 0}};
+        if (poll(fds, 2, -1) < 0) continue;
+        if (fds[0].revents & POLLIN) {
+            signalfd_siginfo info{};
+            if (::read(signal_fd.get(), &info, sizeof info) == sizeof info && !detached) {
+                spdlog::info("signal {}: unmounting {}", info.ssi_signo, opts.mountpoint);
+                detach(opts.mountpoint);
+                detached = true;
+            }
+        }
+        if (fds[1].revents & POLLIN) {
+            uint64_t count;
+            (void)!::read(workers_exited.get(), &count, sizeof count);
+            // A worker only stops when the connection is gone or broken; make
+            // sure no mount is left that nobody serves.
+            if (!detached && still_mounted(opts.mountpoint, root_st.st_dev)) detach(opts.mountpoint);
+            detached = true;
+        }
+    }
+    workers.join();
+    stats_server.stop();
+    fuse_session_unmount(session);
+    fuse_session_destroy(session);
+    spdlog::info("unmounted {}", opts.mountpoint);
+    spdlog::shutdown();
+    return exit_code::ok;
+}
+
+} // namespace splicefs

@@ -1,0 +1,134 @@
+// Directory listing.
+#include "ops/ops.hpp"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <memory>
+#include <vector>
+
+namespace splicefs::ops {
+
+namespace {
+
+struct DirHandle {
+    DIR* dir = nullptr;
+    off_t offset = 0;          // position of `entry` in the stream
+    struct dirent* entry = nullptr; // read but not yet returned (the reply was full)
+    ~DirHandle() {
+        if (dir) closedir(dir);
+    }
+};
+
+DirHandle& dir_of(const fuse_file_info* fi) { return *reinterpret_cast<DirHandle*>(fi->fh); }
+
+bool is_dot_or_dotdot(const char* name) {
+    return name[0] == '.' && (name[1] == '\0' || (name[1] == '.' && name[2] == '\0'));
+}
+
+void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, fuse_file_info* fi, bool plus) {
+    Filesystem& fs = fs_of(req);
+    DirHandle& d = dir_of(fi);
+    std::vector<char> buf(size);
+    size_t used = 0;
+    if (offset != d.offset) {
+        seekdir(d.dir, offset);
+        d.entry = nullptr;
+        d.offset = offset;
+    }
+    int err = 0;
+    while (true) {
+        if (!d.entry) {
+            errno = 0;
+            d.entry = ::readdir(d.dir);
+            if (!d.entry) {
+                err = errno;
+                break;
+            }
+        }
+        const char* name = d.entry->d_name;
+        const off_t next = d.entry->d_off;
+        size_t entry_size;
+        if (plus) {
+            fuse_entry_param e{};
+            if (is_dot_or_dotdot(name)) {
+                e.attr.st_ino = d.entry->d_ino;
+                e.attr.st_mode = static_cast<mode_t>(d.entry->d_type) << 12;
+            } else {
+                // Measure first: a looked-up entry that does not fit would leak a reference.
+                if (fuse_add_direntry_plus(req, nullptr, 0, name, nullptr, 0) > size - used) break;
+                const int lookup_err = lookup_entry(fs, fs.inodes.get(ino), name, e);
+                if (lookup_err) {
+                    // Removed since readdir saw it: leave it out, as a new listing would.
+                    d.entry = nullptr;
+                    d.offset = next;
+                    continue;
+                }
+            }
+            entry_size = fuse_add_direntry_plus(req, buf.data() + used, size - used, name, &e, next);
+            if (entry_size > size - used) {
+                if (e.ino) fs.inodes.forget(e.ino, 1);
+                break;
+            }
+        } else {
+            struct stat st {};
+            st.st_ino = d.entry->d_ino;
+            st.st_mode = static_cast<mode_t>(d.entry->d_type) << 12;
+            entry_size = fuse_add_direntry(req, buf.data() + used, size - used, name, &st, next);
+            if (entry_size > size - used) break;
+        }
+        used += entry_size;
+        d.entry = nullptr;
+        d.offset = next;
+    }
+    // An error after some entries is reported by the next call.
+    if (err && used == 0) fuse_reply_err(req, err);
+    else fuse_reply_buf(req, buf.data(), used);
+}
+
+} // namespace
+
+void opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+    Filesystem& fs = fs_of(req);
+    const int fd = openat(fs.inodes.get(ino).fd.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) {
+        fuse_reply_err(req, errno);
+        return;
+    }
+    auto handle = std::make_unique<DirHandle>();
+    handle->dir = fdopendir(fd);
+    if (!handle->dir) {
+        const int err = errno;
+        close(fd);
+        fuse_reply_err(req, err);
+        return;
+    }
+    fi->fh = reinterpret_cast<uint64_t>(handle.get());
+    fi->cache_readdir = fs.opts.cache == CachePolicy::always;
+    fi->keep_cache = fs.opts.cache == CachePolicy::always;
+    if (fuse_reply_open(req, fi) == 0) handle.release();
+}
+
+void readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, fuse_file_info* fi) {
+    do_readdir(req, ino, size, offset, fi, false);
+}
+
+void readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, fuse_file_info* fi) {
+    do_readdir(req, ino, size, offset, fi, true);
+}
+
+void releasedir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
+    delete &dir_of(fi);
+    fuse_reply_err(req, 0);
+}
+
+void fsyncdir(fuse_req_t req, fuse_ino_t, int datasync, fuse_file_info* fi) {
+    const int fd = dirfd(dir_of(fi).dir);
+    const int r = datasync ? ::fdatasync(fd) : ::fsync(fd);
+    fuse_reply_err(req, r < 0 ? errno : 0);
+}
+
+} // namespace splicefs::ops

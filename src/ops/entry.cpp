@@ -1,0 +1,122 @@
+// Names in directories: lookup, creation, removal and renaming.
+#include "creds.hpp"
+#include "ops/ops.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace splicefs::ops {
+
+int lookup_entry(Filesystem& fs, Inode& parent, const char* name, fuse_entry_param& e) {
+    e = fuse_entry_param{};
+    e.attr_timeout = fs.timeout;
+    e.entry_timeout = fs.timeout;
+    // `..` of the root is the root: the mount shows nothing above SOURCE.
+    const bool at_root_parent = &parent == &fs.inodes.root() && std::strcmp(name, "..") == 0;
+    util::Fd fd(openat(parent.fd.get(), at_root_parent ? "." : name, O_PATH | O_NOFOLLOW | O_CLOEXEC));
+    if (!fd) return errno;
+    if (fstatat(fd.get(), "", &e.attr, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) return errno;
+    Inode& inode = fs.inodes.remember(std::move(fd), e.attr);
+    e.ino = fs.inodes.id_of(inode);
+    return 0;
+}
+
+void reply_created(fuse_req_t req, Inode& parent, const char* name, int result) {
+    if (result < 0) {
+        fuse_reply_err(req, errno);
+        return;
+    }
+    fuse_entry_param e;
+    const int err = lookup_entry(fs_of(req), parent, name, e);
+    if (err) fuse_reply_err(req, err);
+    else fuse_reply_entry(req, &e);
+}
+
+void lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
+    Filesystem& fs = fs_of(req);
+    fuse_entry_param e;
+    const int err = lookup_entry(fs, fs.inodes.get(parent), name, e);
+    if (err) fuse_reply_err(req, err);
+    else fuse_reply_entry(req, &e);
+}
+
+void forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
+    fs_of(req).inodes.forget(ino, nlookup);
+    fuse_reply_none(req);
+}
+
+void forget_multi(fuse_req_t req, size_t count, fuse_forget_data* forgets) {
+    Filesystem& fs = fs_of(req);
+    for (size_t i = 0; i < count; ++i) fs.inodes.forget(forgets[i].ino, forgets[i].nlookup);
+    fuse_reply_none(req);
+}
+
+void mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
+    Filesystem& fs = fs_of(req);
+    Inode& dir = fs.inodes.get(parent);
+    int result;
+    {
+        CallerCreds as_caller(fs, req);
+        result = mkdirat(dir.fd.get(), name, mode);
+    }
+    reply_created(req, dir, name, result);
+}
+
+void mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev) {
+    Filesystem& fs = fs_of(req);
+    Inode& dir = fs.inodes.get(parent);
+    int result;
+    {
+        CallerCreds as_caller(fs, req);
+        result = mknodat(dir.fd.get(), name, mode, rdev);
+    }
+    reply_created(req, dir, name, result);
+}
+
+void symlink(fuse_req_t req, const char* link, fuse_ino_t parent, const char* name) {
+    Filesystem& fs = fs_of(req);
+    Inode& dir = fs.inodes.get(parent);
+    int result;
+    {
+        CallerCreds as_caller(fs, req);
+        result = symlinkat(link, dir.fd.get(), name);
+    }
+    reply_created(req, dir, name, result);
+}
+
+void link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t parent, const char* name) {
+    Filesystem& fs = fs_of(req);
+    Inode& inode = fs.inodes.get(ino);
+    Inode& dir = fs.inodes.get(parent);
+    int result;
+    {
+        // As the caller, so that fs.protected_hardlinks judges the caller.
+        CallerCreds as_caller(fs, req);
+        result = linkat(AT_FDCWD, inode.proc_path().c_str(), dir.fd.get(), name, AT_SYMLINK_FOLLOW);
+    }
+    reply_created(req, dir, name, result);
+}
+
+void unlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
+    const int result = unlinkat(fs_of(req).inodes.get(parent).fd.get(), name, 0);
+    fuse_reply_err(req, result < 0 ? errno : 0);
+}
+
+void rmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
+    const int result = unlinkat(fs_of(req).inodes.get(parent).fd.get(), name, AT_REMOVEDIR);
+    fuse_reply_err(req, result < 0 ? errno : 0);
+}
+
+void rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t newparent,
+            const char* newname, unsigned int flags) {
+    Filesystem& fs = fs_of(req);
+    const int result = renameat2(fs.inodes.get(parent).fd.get(), name, fs.inodes.get(newparent).fd.get(),
+                                 newname, flags);
+    fuse_reply_err(req, result < 0 ? errno : 0);
+}
+
+} // namespace splicefs::ops

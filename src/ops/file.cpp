@@ -1,0 +1,118 @@
+// Open files: opening, creating, syncing and the calls that need an open fd.
+// Their data (READ and WRITE) moves in data_path.cpp.
+#include "creds.hpp"
+#include "ops/ops.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+namespace splicefs::ops {
+
+namespace {
+
+// Flags for reopening a source file: the kernel has resolved the name and
+// handled O_CREAT/O_EXCL; O_NOFOLLOW would refuse the /proc/self/fd link.
+int source_open_flags(const Filesystem& fs, int flags) {
+    flags &= ~(O_NOFOLLOW | O_CREAT | O_EXCL | O_NOCTTY);
+    if (fs.opts.cache == CachePolicy::always) {
+        // With writeback caching the kernel reads pages of write-only files
+        // and computes append offsets itself.
+        if ((flags & O_ACCMODE) == O_WRONLY) flags = (flags & ~O_ACCMODE) | O_RDWR;
+        flags &= ~O_APPEND;
+    }
+    return flags | O_CLOEXEC;
+}
+
+void fill_open_reply(const Filesystem& fs, fuse_file_info* fi, util::Fd fd, int flags) {
+    auto* handle = new FileHandle;
+    handle->fd = std::move(fd);
+    handle->write_splice_refused = (flags & O_APPEND) != 0;
+    fi->fh = reinterpret_cast<uint64_t>(handle);
+    fi->direct_io = fs.opts.cache == CachePolicy::never;
+    fi->keep_cache = fs.opts.cache == CachePolicy::always;
+}
+
+} // namespace
+
+void open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+    Filesystem& fs = fs_of(req);
+    Inode& inode = fs.inodes.get(ino);
+    const int flags = source_open_flags(fs, fi->flags);
+    util::Fd fd(::open(inode.proc_path().c_str(), flags));
+    if (!fd) {
+        fuse_reply_err(req, errno);
+        return;
+    }
+    fill_open_reply(fs, fi, std::move(fd), flags);
+    if (fuse_reply_open(req, fi) != 0) delete &handle_of(fi); // the opener was interrupted
+}
+
+void create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, fuse_file_info* fi) {
+    Filesystem& fs = fs_of(req);
+    Inode& dir = fs.inodes.get(parent);
+    // O_NOFOLLOW stays: a symlink put in the name's place must not be followed.
+    const int flags = (source_open_flags(fs, fi->flags) | O_CREAT | O_NOFOLLOW) |
+                      (fi->flags & O_EXCL);
+    util::Fd fd;
+    {
+        CallerCreds as_caller(fs, req);
+        fd.reset(openat(dir.fd.get(), name, flags, mode));
+    }
+    if (!fd) {
+        fuse_reply_err(req, errno);
+        return;
+    }
+    fuse_entry_param e;
+    const int err = lookup_entry(fs, dir, name, e);
+    if (err) {
+        fuse_reply_err(req, err);
+        return;
+    }
+    fill_open_reply(fs, fi, std::move(fd), flags);
+    if (fuse_reply_create(req, &e, fi) != 0) {
+        delete &handle_of(fi);
+        fs.inodes.forget(e.ino, 1);
+    }
+}
+
+void flush(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
+    // close() of a duplicate reports the errors a close of the source would
+    // (NFS sources report write-back errors here) without closing it.
+    const int r = close(dup(handle_of(fi).fd.get()));
+    fuse_reply_err(req, r < 0 ? errno : 0);
+}
+
+void release(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
+    delete &handle_of(fi);
+    fuse_reply_err(req, 0);
+}
+
+void fsync(fuse_req_t req, fuse_ino_t, int datasync, fuse_file_info* fi) {
+    const int fd = handle_of(fi).fd.get();
+    const int r = datasync ? fdatasync(fd) : ::fsync(fd);
+    fuse_reply_err(req, r < 0 ? errno : 0);
+}
+
+void fallocate(fuse_req_t req, fuse_ino_t, int mode, off_t offset, off_t length, fuse_file_info* fi) {
+    const int r = ::fallocate(handle_of(fi).fd.get(), mode, offset, length);
+    fuse_reply_err(req, r < 0 ? errno : 0);
+}
+
+void lseek(fuse_req_t req, fuse_ino_t, off_t off, int whence, fuse_file_info* fi) {
+    const off_t result = ::lseek(handle_of(fi).fd.get(), off, whence);
+    if (result < 0) fuse_reply_err(req, errno);
+    else fuse_reply_lseek(req, result);
+}
+
+void copy_file_range(fuse_req_t req, fuse_ino_t, off_t off_in, fuse_file_info* fi_in, fuse_ino_t,
+                     off_t off_out, fuse_file_info* fi_out, size_t len, int flags) {
+    const ssize_t n = ::copy_file_range(handle_of(fi_in).fd.get(), &off_in, handle_of(fi_out).fd.get(),
+                                        &off_out, len, static_cast<unsigned>(flags));
+    if (n < 0) fuse_reply_err(req, errno);
+    else fuse_reply_write(req, static_cast<size_t>(n));
+}
+
+} // namespace splicefs::ops

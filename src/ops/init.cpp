@@ -1,0 +1,37 @@
+// Negotiation with the kernel at mount time.
+#include "ops/ops.hpp"
+
+#include <spdlog/spdlog.h>
+
+namespace splicefs::ops {
+
+void init(void* userdata, fuse_conn_info* conn) {
+    auto& fs = *static_cast<Filesystem*>(userdata);
+    Limits& limits = fs.stats.limits;
+    // Sizes were settled before mounting (data_path.cpp, settle_limits); max_read
+    // must agree with the max_read mount option.
+    conn->max_write = static_cast<unsigned>(limits.max_write);
+    conn->max_read = static_cast<unsigned>(limits.max_read);
+    conn->max_readahead = static_cast<unsigned>(limits.max_reply);
+    conn->max_background = 64;
+    conn->congestion_threshold = 48;
+
+    // READ and WRITE never reach libfuse: splicing is decided in the data path.
+    conn->want &= ~(FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE);
+    // Let the kernel clear setuid/setgid bits on write and chown, as it does
+    // natively; a root daemon writing with CAP_FSETID would keep them.
+    conn->want &= ~FUSE_CAP_HANDLE_KILLPRIV;
+    if (fs.opts.cache == CachePolicy::always && (conn->capable & FUSE_CAP_WRITEBACK_CACHE))
+        conn->want |= FUSE_CAP_WRITEBACK_CACHE;
+    else
+        conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+    if (conn->capable & FUSE_CAP_PARALLEL_DIROPS) conn->want |= FUSE_CAP_PARALLEL_DIROPS;
+    // max_pages follows max_write in libfuse; a kernel without FUSE_MAX_PAGES
+    // stays at 32 pages.
+    limits.max_pages = (limits.max_write + 4095) / 4096;
+    fs.initialized = true;
+    spdlog::debug("INIT: protocol 7.{}, max_write {}, max_read {}, max_readahead {}", conn->proto_minor,
+                  conn->max_write, conn->max_read, conn->max_readahead);
+}
+
+} // namespace splicefs::ops

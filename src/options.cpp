@@ -1,0 +1,332 @@
+#include "options.hpp"
+
+#include "util/size.hpp"
+#include "version.hpp"
+
+#include <CLI/CLI.hpp>
+
+#include <algorithm>
+#include <array>
+#include <thread>
+
+namespace splicefs {
+
+const char* to_string(SpliceMode mode) {
+    switch (mode) {
+    case SpliceMode::off: return "off";
+    case SpliceMode::read: return "read";
+    case SpliceMode::write: return "write";
+    case SpliceMode::all: return "all";
+    }
+    return "?";
+}
+
+const char* to_string(CachePolicy policy) {
+    switch (policy) {
+    case CachePolicy::auto_: return "auto";
+    case CachePolicy::always: return "always";
+    case CachePolicy::never: return "never";
+    }
+    return "?";
+}
+
+unsigned Options::worker_threads() const {
+    if (single_threaded) return 1;
+    if (threads) return threads;
+    return std::clamp(2 * std::thread::hardware_concurrency(), 4U, 16U);
+}
+
+namespace {
+
+constexpr unsigned max_threads = 1024;
+
+// Options libfuse's mount understands and that splicefs passes on as they are.
+constexpr std::array<const char*, 20> fuse_flag_options{
+    "allow_other", "allow_root", "auto_unmount", "default_permissions", "ro", "rw",
+    "dev", "nodev", "suid", "nosuid", "exec", "noexec", "async", "sync", "dirsync",
+    "atime", "noatime", "relatime", "nodiratime", "strictatime"};
+
+// Options that only mean something to mount(8), fstab or systemd: accepted and
+// dropped, as sshfs does.
+constexpr std::array<const char*, 10> fstab_only_options{
+    "defaults", "nofail", "_netdev", "auto", "noauto", "user", "users", "nouser", "owner", "group"};
+
+bool is_one_of(const std::string& key, const auto& list) {
+    return std::any_of(list.begin(), list.end(), [&](const char* item) { return key == item; });
+}
+
+// Splits an -o argument on commas; a backslash escapes a comma (as libfuse does).
+std::vector<std::string> split_o(const std::string& text) {
+    std::vector<std::string> items;
+    std::string current;
+    for (size_t i = 0; i < text.size(); ++i) {
+        if (text[i] == '\\' && i + 1 < text.size()) {
+            current += text[++i];
+        } else if (text[i] == ',') {
+            items.push_back(std::move(current));
+            current.clear();
+        } else {
+            current += text[i];
+        }
+    }
+    items.push_back(std::move(current));
+    items.erase(std::remove(items.begin(), items.end(), std::string{}), items.end());
+    return items;
+}
+
+struct OptionSpec {
+    const char* name; // long name with dashes, as on the command line
+    bool takes_value;
+};
+
+// The long options of the mount form; `-o key[=value]` maps onto these with
+// underscores or dashes.
+constexpr std::array<OptionSpec, 10> mount_long_options{{
+    {"foreground", false},
+    {"debug", false},
+    {"single-threaded", false},
+    {"threads", true},
+    {"log-level", true},
+    {"cache", true},
+    {"splice", true},
+    {"splice-move", false},
+    {"max-reply", true},
+    {"help", false},
+}};
+
+std::string dashed(std::string key) {
+    std::replace(key.begin(), key.end(), '_', '-');
+    return key;
+}
+
+struct Expanded {
+    std::vector<std::string> argv;          // for CLI11, without any -o
+    std::vector<std::string> fuse_options;  // for libfuse
+    std::string error;
+};
+
+// Rewrites every `-o a,b=c` into long options or libfuse options, so that
+// the command line, fstab and mount.fuse3 share one vocabulary.
+Expanded expand_o_options(const std::vector<std::string>& args) {
+    Expanded out;
+    out.argv.push_back(args.empty() ? "splicefs" : args[0]);
+    auto take = [&](const std::string& list) {
+        for (const auto& item : split_o(list)) {
+            const auto eq = item.find('=');
+            const std::string key = item.substr(0, eq);
+            const bool has_value = eq != std::string::npos;
+            const std::string value = has_value ? item.substr(eq + 1) : std::string{};
+            const std::string name = dashed(key);
+            const auto spec = std::find_if(mount_long_options.begin(), mount_long_options.end(),
+                                           [&](const OptionSpec& s) { return name == s.name; });
+            if (spec != mount_long_options.end() && name != "help") {
+                if (spec->takes_value && !has_value) {
+                    out.error = "option '-o " + key + "' needs a value (" + key + "=...)";
+                    return false;
+                }
+                if (!spec->takes_value && has_value) {
+                    out.error = "option '-o " + key + "' takes no value";
+                    return false;
+                }
+                out.argv.push_back("--" + name + (has_value ? "=" + value : ""));
+            } else if (is_one_of(key, fuse_flag_options) && !has_value) {
+                out.fuse_options.push_back(key);
+            } else if ((key == "fsname" || key == "subtype" || key == "max_read") && has_value) {
+                if (key == "max_read") {
+                    out.error = "option 'max_read' is set by splicefs: use max_reply=SIZE";
+                    return false;
+                }
+                out.fuse_options.push_back(item);
+            } else if (is_one_of(key, fstab_only_options) || key.rfind("x-", 0) == 0 ||
+                       key == "comment") {
+                // mount(8) and systemd options: meaningless to the daemon.
+            } else {
+                out.error = "unknown mount option '" + item + "'";
+                return false;
+            }
+        }
+        return true;
+    };
+    for (size_t i = 1; i < args.size(); ++i) {
+        const std::string& arg = args[i];
+        if (arg == "--") {
+            out.argv.insert(out.argv.end(), args.begin() + static_cast<long>(i), args.end());
+            break;
+        }
+        if (arg == "-o") {
+            if (i + 1 >= args.size()) {
+                out.error = "option '-o' needs a value";
+                return out;
+            }
+            if (!take(args[++i])) return out;
+        } else if (arg.size() > 2 && arg.rfind("-o", 0) == 0) {
+            if (!take(arg.substr(2))) return out;
+        } else {
+            out.argv.push_back(arg);
+        }
+    }
+    return out;
+}
+
+template <typename Enum, size_t N>
+bool parse_enum(const std::string& text, const std::array<std::pair<const char*, Enum>, N>& names,
+                Enum& out) {
+    for (const auto& [name, value] : names) {
+        if (text == name) {
+            out = value;
+            return true;
+        }
+    }
+    return false;
+}
+
+constexpr std::array<std::pair<const char*, SpliceMode>, 4> splice_names{
+    {{"off", SpliceMode::off}, {"read", SpliceMode::read}, {"write", SpliceMode::write}, {"all", SpliceMode::all}}};
+constexpr std::array<std::pair<const char*, CachePolicy>, 3> cache_names{
+    {{"auto", CachePolicy::auto_}, {"always", CachePolicy::always}, {"never", CachePolicy::never}}};
+constexpr std::array<const char*, 7> log_levels{"trace", "debug", "info", "warn", "error", "critical", "off"};
+
+std::string help_footer() {
+    return R"(
+Mount options (-o, comma-separated; also read from fstab):
+  Every long option above as -o key=value or -o key (splice=all, max_reply=1M, cache=never, foreground, ...)
+  allow_other            let other users use the mount (implies default_permissions)
+  default_permissions    let the kernel check permissions from file modes
+  ro, rw                 read-only or read-write mount
+  auto_unmount           unmount when the daemon dies, even by SIGKILL
+  fsname=NAME            source shown in findmnt (default: SOURCE)
+  subtype=NAME           type shown as fuse.NAME (default: splicefs)
+  dev, nodev, suid, nosuid, exec, noexec, atime, noatime, relatime, sync, async, dirsync
+  nofail, _netdev, auto, noauto, user, users, nouser, defaults, x-*, comment=*: fstab only, ignored
+
+Other forms:
+  splicefs stats [--json|--format prometheus] [--watch [SECONDS]] [MOUNTPOINT...]
+  fusermount3 -u MOUNTPOINT      unmount
+
+Exit status: 0 success, 1 usage error, 2 daemon failure after mounting,
+32 mount failure (nothing mounted). See splicefs(1).
+)";
+}
+
+} // namespace
+
+std::vector<std::string> long_option_names() {
+    std::vector<std::string> names;
+    for (const auto& spec : mount_long_options) names.emplace_back(spec.name);
+    names.emplace_back("version");
+    return names;
+}
+
+ParseResult parse_mount_args(const std::vector<std::string>& args) {
+    ParseResult result;
+    auto fail = [&](std::string message) {
+        result.status = ParseStatus::error;
+        result.message = std::move(message);
+        return result;
+    };
+
+    Expanded expanded = expand_o_options(args);
+    if (!expanded.error.empty()) return fail(expanded.error);
+
+    Options& o = result.options;
+    std::string threads_text, cache_text, splice_text, max_reply_text;
+    std::vector<std::string> positionals;
+
+    CLI::App app{"splicefs: a passthrough FUSE filesystem whose file data moves by splice, without copies",
+                 "splicefs"};
+    app.set_help_flag(); // our own, so that -h prints and exits 0 through our path
+    bool want_help = false, want_version = false;
+    app.add_flag("-h,--help", want_help, "Print this help and exit");
+    app.add_flag("-V,--version", want_version, "Print the version and exit");
+    app.add_flag("-f,--foreground", o.foreground, "Stay in the foreground, log to stderr");
+    app.add_flag("-d,--debug", o.debug, "Trace every request (implies --foreground)");
+    app.add_flag("-s,--single-threaded", o.single_threaded, "Serve requests on one thread");
+    app.add_option("--threads", threads_text, "Worker threads (default: 2 per CPU, 4 to 16)")
+        ->type_name("N");
+    app.add_option("--log-level", o.log_level, "trace, debug, info, warn, error, critical or off")
+        ->type_name("LEVEL");
+    app.add_option("--cache", cache_text,
+                   "Kernel caching: auto (1 s timeouts), always (long timeouts, keep_cache, "
+                   "writeback), never (direct I/O, no timeouts)")
+        ->type_name("POLICY");
+    app.add_option("--splice", splice_text,
+                   "Zero-copy mode: off, read (reads answered by splice, the default), write "
+                   "(writes arrive by splice) or all")
+        ->type_name("MODE");
+    app.add_flag("--splice-move", o.splice_move, "Ask the kernel to move pages (SPLICE_F_MOVE)");
+    app.add_option("--max-reply", max_reply_text,
+                   "Largest READ reply and WRITE request, e.g. 128K or 1M (default: the largest "
+                   "that splices)")
+        ->type_name("SIZE");
+    std::vector<std::string> o_placeholder;
+    app.add_option("-o", o_placeholder, "Mount options, see below")->type_name("OPT[,OPT...]");
+    app.add_option("source_mountpoint", positionals, "SOURCE MOUNTPOINT")->type_name("");
+    app.footer(help_footer());
+    app.allow_extras(false);
+
+    std::vector<std::string> reversed(expanded.argv.rbegin(), expanded.argv.rend());
+    reversed.pop_back(); // program name
+    try {
+        app.parse(reversed);
+    } catch (const CLI::ParseError& e) {
+        std::string what = e.what();
+        if (what.rfind("The following arguments were not expected: ", 0) == 0)
+            what = "unknown option or extra argument: " + what.substr(43);
+        return fail(what);
+    }
+    if (want_help) {
+        result.status = ParseStatus::exit_success;
+        result.message = app.help();
+        return result;
+    }
+    if (want_version) {
+        result.status = ParseStatus::exit_success;
+        result.message = std::string("splicefs ") + SPLICEFS_VERSION + "\n";
+        return result;
+    }
+
+    if (app.count("--threads")) {
+        std::string error;
+        const auto n = util::parse_size(threads_text, &error);
+        if (!n || threads_text.find_first_not_of("0123456789") != std::string::npos || *n > max_threads)
+            return fail("--threads must be a whole number from 1 to " + std::to_string(max_threads) +
+                        ", not '" + threads_text + "'");
+        o.threads = static_cast<unsigned>(*n);
+    }
+    if (std::find(log_levels.begin(), log_levels.end(), o.log_level) == log_levels.end())
+        return fail("unknown log level '" + o.log_level +
+                    "' (use trace, debug, info, warn, error, critical or off)");
+    if (app.count("--cache") && !parse_enum(cache_text, cache_names, o.cache))
+        return fail("unknown cache policy '" + cache_text + "' (use auto, always or never)");
+    if (app.count("--splice") && !parse_enum(splice_text, splice_names, o.splice))
+        return fail("unknown splice mode '" + splice_text + "' (use off, read, write or all)");
+    if (app.count("--max-reply")) {
+        std::string error;
+        o.max_reply = util::parse_size(max_reply_text, &error);
+        if (!o.max_reply) return fail("--max-reply: " + error);
+    }
+    if (o.debug) {
+        o.foreground = true;
+        if (o.log_level == "info") o.log_level = "debug";
+    }
+
+    if (positionals.size() != 2)
+        return fail(positionals.size() < 2 ? "expected SOURCE and MOUNTPOINT (see --help)"
+                                           : "too many arguments: expected SOURCE and MOUNTPOINT");
+    o.source = positionals[0];
+    o.mountpoint = positionals[1];
+
+    for (const auto& opt : expanded.fuse_options) {
+        if (opt == "allow_other") o.allow_other = true;
+        else if (opt == "default_permissions") o.default_permissions = true;
+        else if (opt == "ro") o.read_only = true;
+        else if (opt == "rw") o.read_only = false;
+        else if (opt == "auto_unmount") o.auto_unmount = true;
+        else if (opt.rfind("fsname=", 0) == 0) { o.fsname = opt.substr(7); continue; }
+        else if (opt.rfind("subtype=", 0) == 0) { o.subtype = opt.substr(8); continue; }
+        if (opt != "rw") o.fuse_options.push_back(opt);
+    }
+    return result;
+}
+
+} // namespace splicefs

@@ -1,0 +1,55 @@
+#include "stats.hpp"
+
+#include <bit>
+
+namespace splicefs {
+
+const char* to_string(CopyReason reason) {
+    switch (reason) {
+    case CopyReason::splice_off: return "splice_off";
+    case CopyReason::small: return "small";
+    case CopyReason::pipe_too_small: return "pipe_too_small";
+    case CopyReason::source_refused: return "source_refused";
+    case CopyReason::short_read: return "short_read";
+    case CopyReason::pipe_error: return "pipe_error";
+    case CopyReason::error: return "error";
+    case CopyReason::count_: break;
+    }
+    return "?";
+}
+
+size_t histogram_bucket(uint64_t bytes) {
+    if (bytes == 0) return 0;
+    const size_t bucket = static_cast<size_t>(std::bit_width(bytes - 1));
+    return bucket < histogram_buckets ? bucket : histogram_buckets - 1;
+}
+
+ThreadCounters& Stats::register_thread() {
+    std::lock_guard lock(mutex_);
+    threads_.push_back(std::make_unique<ThreadCounters>());
+    return *threads_.back();
+}
+
+namespace {
+void add(DirectionTotals& total, const DirectionCounters& counters) {
+    total.spliced_count += counters.spliced_count.get();
+    total.spliced_bytes += counters.spliced_bytes.get();
+    total.copied_count += counters.copied_count.get();
+    total.copied_bytes += counters.copied_bytes.get();
+    for (size_t i = 0; i < copy_reason_count; ++i) total.copy_reasons[i] += counters.copy_reasons[i].get();
+}
+} // namespace
+
+Totals Stats::totals() const {
+    Totals totals;
+    std::lock_guard lock(mutex_);
+    for (const auto& thread : threads_) {
+        add(totals.read, thread->read);
+        add(totals.write, thread->write);
+        for (size_t i = 0; i < histogram_buckets; ++i) totals.read_sizes[i] += thread->read_sizes[i].get();
+        totals.read_full_size += thread->read_full_size.get();
+    }
+    return totals;
+}
+
+} // namespace splicefs

@@ -1,0 +1,128 @@
+#include "options.hpp"
+
+#include <gtest/gtest.h>
+
+using namespace splicefs;
+
+namespace {
+ParseResult parse(std::vector<std::string> args) {
+    args.insert(args.begin(), "splicefs");
+    return parse_mount_args(args);
+}
+} // namespace
+
+TEST(Options, PositionalsAlone) {
+    auto r = parse({"/src", "/mnt"});
+    ASSERT_EQ(r.status, ParseStatus::ok) << r.message;
+    EXPECT_EQ(r.options.source, "/src");
+    EXPECT_EQ(r.options.mountpoint, "/mnt");
+    EXPECT_EQ(r.options.splice, SpliceMode::read);
+}
+
+// mount.fuse3 runs: splicefs SOURCE MOUNTPOINT -o OPTS,dev,suid
+TEST(Options, MountFuse3Order) {
+    auto r = parse({"/src", "/mnt", "-o", "rw,splice=all,max_reply=512K,allow_other,dev,suid"});
+    ASSERT_EQ(r.status, ParseStatus::ok) << r.message;
+    EXPECT_EQ(r.options.source, "/src");
+    EXPECT_EQ(r.options.mountpoint, "/mnt");
+    EXPECT_EQ(r.options.splice, SpliceMode::all);
+    EXPECT_EQ(r.options.max_reply, 512U * 1024);
+    EXPECT_TRUE(r.options.allow_other);
+    EXPECT_EQ(r.options.fuse_options, (std::vector<std::string>{"allow_other", "dev", "suid"}));
+}
+
+TEST(Options, OptionsBeforeBetweenAndAfterPositionals) {
+    for (auto args : std::vector<std::vector<std::string>>{
+             {"-o", "splice=off", "/src", "/mnt"},
+             {"/src", "-o", "splice=off", "/mnt"},
+             {"/src", "/mnt", "-osplice=off"},
+             {"--splice", "off", "/src", "/mnt"},
+             {"/src", "/mnt", "--splice=off"},
+             {"/src", "--splice", "off", "/mnt"}}) {
+        auto r = parse(args);
+        ASSERT_EQ(r.status, ParseStatus::ok) << r.message;
+        EXPECT_EQ(r.options.splice, SpliceMode::off);
+        EXPECT_EQ(r.options.source, "/src");
+        EXPECT_EQ(r.options.mountpoint, "/mnt");
+    }
+}
+
+TEST(Options, FstabOnlyOptionsAreDropped) {
+    auto r = parse({"/src", "/mnt", "-o", "defaults,nofail,_netdev,noauto,auto,user,users,nouser,x-systemd.automount,comment=foo"});
+    ASSERT_EQ(r.status, ParseStatus::ok) << r.message;
+    EXPECT_TRUE(r.options.fuse_options.empty());
+}
+
+TEST(Options, EveryLongOptionHasAnOForm) {
+    auto r = parse({"/src", "/mnt", "-o",
+                    "foreground,debug,single_threaded,threads=3,log_level=warn,cache=never,splice=write,"
+                    "splice_move,max_reply=64K"});
+    ASSERT_EQ(r.status, ParseStatus::ok) << r.message;
+    const Options& o = r.options;
+    EXPECT_TRUE(o.foreground);
+    EXPECT_TRUE(o.debug);
+    EXPECT_TRUE(o.single_threaded);
+    EXPECT_EQ(o.threads, 3U);
+    EXPECT_EQ(o.log_level, "warn");
+    EXPECT_EQ(o.cache, CachePolicy::never);
+    EXPECT_EQ(o.splice, SpliceMode::write);
+    EXPECT_TRUE(o.splice_move);
+    EXPECT_EQ(o.max_reply, 64U * 1024);
+    EXPECT_EQ(o.worker_threads(), 1U);
+}
+
+TEST(Options, FsnameAndSubtype) {
+    auto r = parse({"/src", "/mnt", "-o", "fsname=mydata,subtype=other"});
+    ASSERT_EQ(r.status, ParseStatus::ok) << r.message;
+    EXPECT_EQ(r.options.fsname, "mydata");
+    EXPECT_EQ(r.options.subtype, "other");
+}
+
+TEST(Options, BadInputIsOneLineError) {
+    for (auto args : std::vector<std::vector<std::string>>{
+             {"/src"},
+             {},
+             {"/a", "/b", "/c"},
+             {"/src", "/mnt", "-o", "bogus"},
+             {"/src", "/mnt", "-o", "splice=sideways"},
+             {"/src", "/mnt", "--splice", "sideways"},
+             {"/src", "/mnt", "--cache", "sometimes"},
+             {"/src", "/mnt", "--threads", "0"},
+             {"/src", "/mnt", "--threads", "100000"},
+             {"/src", "/mnt", "--threads", "-1"},
+             {"/src", "/mnt", "--max-reply", "0"},
+             {"/src", "/mnt", "--max-reply", "-1"},
+             {"/src", "/mnt", "--max-reply", "1.5M"},
+             {"/src", "/mnt", "--max-reply", "0x10"},
+             {"/src", "/mnt", "--max-reply", ""},
+             {"/src", "/mnt", "--max-reply", "garbage"},
+             {"/src", "/mnt", "--log-level", "verbose"},
+             {"/src", "/mnt", "-o"},
+             {"/src", "/mnt", "-o", "max_reply"},
+             {"/src", "/mnt", "-o", "splice_move=yes"},
+             {"/src", "/mnt", "--no-such-option"}}) {
+        auto r = parse(args);
+        EXPECT_EQ(r.status, ParseStatus::error) << testing::PrintToString(args);
+        EXPECT_FALSE(r.message.empty());
+        EXPECT_EQ(r.message.find('\n'), std::string::npos) << r.message;
+    }
+}
+
+TEST(Options, HelpAndVersionExitSuccessfully) {
+    EXPECT_EQ(parse({"--help"}).status, ParseStatus::exit_success);
+    EXPECT_EQ(parse({"-h"}).status, ParseStatus::exit_success);
+    auto v = parse({"--version"});
+    EXPECT_EQ(v.status, ParseStatus::exit_success);
+    EXPECT_NE(v.message.find("splicefs "), std::string::npos);
+}
+
+TEST(Options, HelpListsEveryLongOption) {
+    const auto help = parse({"--help"}).message;
+    for (const auto& name : long_option_names()) EXPECT_NE(help.find("--" + name), std::string::npos) << name;
+}
+
+TEST(Options, DoubleDashEndsOptions) {
+    auto r = parse({"--", "stats", "/mnt"});
+    ASSERT_EQ(r.status, ParseStatus::ok) << r.message;
+    EXPECT_EQ(r.options.source, "stats");
+}
