@@ -1,0 +1,260 @@
+"""Shared pieces of the integration tests: mounting splicefs for real and
+comparing what happens through the mount with what happens natively.
+
+Every test file is a script run by ctest as
+    python3 test_x.py --binary PATH/splicefs --splice MODE
+It exits 77 (ctest's skip code), saying why, when FUSE cannot be used."""
+
+import argparse
+import contextlib
+import errno
+import json
+import os
+import select
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+SKIP = 77
+ARGS = None  # parsed command line: binary, splice
+
+
+def parse_args():
+    global ARGS
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--binary", required=True)
+    parser.add_argument("--splice", default="read")
+    ARGS, rest = parser.parse_known_args()
+    return rest
+
+
+def skip_whole_file(reason):
+    print(f"SKIP: {reason}", flush=True)
+    sys.exit(SKIP)
+
+
+def require_fuse(root=True):
+    if root and os.geteuid() != 0:
+        skip_whole_file("these tests mount as root and run as uid %d" % os.geteuid())
+    if not os.path.exists("/dev/fuse") or not os.access("/dev/fuse", os.R_OK | os.W_OK):
+        skip_whole_file("/dev/fuse is missing or not usable here")
+
+
+def mount_entry(path):
+    """The /proc/self/mountinfo entry whose mountpoint is exactly path."""
+    found = None
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            sep = fields.index("-")
+            mp = fields[4].encode().decode("unicode_escape")
+            if mp == path:
+                found = {"mountpoint": mp, "fstype": fields[sep + 1], "source": fields[sep + 2],
+                         "options": fields[5], "super": fields[sep + 3], "dev": fields[2]}
+    return found
+
+
+def is_mounted(path):
+    return mount_entry(path) is not None
+
+
+class Mount:
+    """A splicefs mount in the foreground, ready once the daemon logs
+    'mounted'; unmounted and waited for on exit, also when a test fails."""
+
+    def __init__(self, source, mountpoint, *extra, splice=None, env=None, foreground=True):
+        self.source = source
+        self.mountpoint = mountpoint
+        self.extra = list(extra)
+        self.splice = splice if splice is not None else ARGS.splice
+        self.env = env
+        self.proc = None
+        self.log = ""
+
+    def command(self):
+        return [ARGS.binary, "-f", "--log-level", "info", "--splice", self.splice, *self.extra,
+                self.source, self.mountpoint]
+
+    def __enter__(self):
+        self.proc = subprocess.Popen(self.command(), stderr=subprocess.PIPE, text=True, env=self.env)
+        deadline = time.monotonic() + 30
+        while True:
+            ready, _, _ = select.select([self.proc.stderr], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                self.kill()
+                raise RuntimeError(f"splicefs did not report the mount within 30 s: {self.log}")
+            line = self.proc.stderr.readline()
+            if not line:
+                code = self.proc.wait()
+                raise RuntimeError(f"splicefs exited with {code} before mounting: {self.log}")
+            self.log += line
+            if "mounted " in line:
+                break
+        # Keep draining stderr so that the daemon never blocks on a full pipe.
+        import threading
+        self._drain = threading.Thread(target=self._read_rest, daemon=True)
+        self._drain.start()
+        return self
+
+    def _read_rest(self):
+        with self.proc.stderr:
+            for line in self.proc.stderr:
+                self.log += line
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def unmount(self, timeout=30):
+        """fusermount3 -u, then wait for the daemon; returns its exit code."""
+        if self.proc is None:
+            return None
+        if is_mounted(self.mountpoint):
+            subprocess.run(["fusermount3", "-u", self.mountpoint], check=False, capture_output=True)
+        return self.wait(timeout)
+
+    def wait(self, timeout=30):
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc and self.proc.poll() is not None and not getattr(self, "_drain", None):
+            self.proc.stderr.close()
+        if is_mounted(self.mountpoint):
+            subprocess.run(["umount", "-l", self.mountpoint], check=False, capture_output=True)
+
+    def __exit__(self, *exc):
+        try:
+            if self.proc and self.proc.poll() is None:
+                self.unmount()
+        finally:
+            self.kill()
+        return False
+
+    def stats(self):
+        out = subprocess.run([ARGS.binary, "stats", "--json", self.mountpoint], capture_output=True, text=True,
+                             check=True).stdout
+        return json.loads(out)["mounts"][0]
+
+
+class MountedTestCase(unittest.TestCase):
+    """A source directory mounted at a mountpoint, plus a native reference
+    directory that receives the same operations."""
+
+    mount_args = ()
+
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="splicefs-test-")
+        os.chmod(self.tmp, 0o755)
+        self.src = os.path.join(self.tmp, "src")
+        self.mnt = os.path.join(self.tmp, "mnt")
+        self.ref = os.path.join(self.tmp, "ref")
+        for d in (self.src, self.mnt, self.ref):
+            os.mkdir(d)
+            os.chmod(d, 0o755)
+        self.mount = Mount(self.src, self.mnt, *self.mount_args)
+        self.mount.__enter__()
+
+    def tearDown(self):
+        try:
+            code = self.mount.unmount()
+            self.assertEqual(code, 0, f"daemon exit code; log:\n{self.mount.log}")
+        finally:
+            self.mount.kill()
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def m(self, *parts):
+        return os.path.join(self.mnt, *parts)
+
+    def r(self, *parts):
+        return os.path.join(self.ref, *parts)
+
+
+def outcome(fn, *args, **kwargs):
+    """('ok', result) or ('err', errno name): what comparing needs."""
+    try:
+        return ("ok", fn(*args, **kwargs))
+    except OSError as e:
+        return ("err", errno.errorcode.get(e.errno, e.errno))
+
+
+STAT_FIELDS = ("st_mode", "st_nlink", "st_uid", "st_gid", "st_size", "st_blocks")
+
+
+def stat_summary(st):
+    return {f: getattr(st, f) for f in STAT_FIELDS}
+
+
+def tree_snapshot(root):
+    """Every entry under root with type, mode, owner, size, content hash and
+    link target: two trees are equal when their snapshots are."""
+    import hashlib
+    snap = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in sorted(dirnames + filenames):
+            path = os.path.join(dirpath, name)
+            rel = os.path.relpath(path, root)
+            st = os.lstat(path)
+            entry = {"mode": st.st_mode, "uid": st.st_uid, "gid": st.st_gid}
+            if os.path.islink(path):
+                entry["target"] = os.readlink(path)
+            elif os.path.isfile(path):
+                entry["size"] = st.st_size
+                h = hashlib.sha256()
+                with open(path, "rb") as f:
+                    for chunk in iter(lambda: f.read(1 << 20), b""):
+                        h.update(chunk)
+                entry["sha256"] = h.hexdigest()
+            snap[rel] = entry
+    return snap
+
+
+def run_as(uid, gid, groups, fn):
+    """Runs fn() in a forked child with the given ids; returns its result
+    (a picklable value) or raises what it raised as OSError(errno)."""
+    import pickle
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        try:
+            os.setgroups(groups)
+            os.setgid(gid)
+            os.setuid(uid)
+            result = ("ok", fn())
+        except OSError as e:
+            result = ("err", e.errno)
+        except BaseException as e:  # noqa: BLE001 - report everything to the parent
+            result = ("exc", repr(e))
+        os.write(w, pickle.dumps(result))
+        os._exit(0)
+    os.close(w)
+    data = b""
+    while True:
+        chunk = os.read(r, 65536)
+        if not chunk:
+            break
+        data += chunk
+    os.close(r)
+    os.waitpid(pid, 0)
+    kind, value = pickle.loads(data)
+    if kind == "err":
+        raise OSError(value, os.strerror(value))
+    if kind == "exc":
+        raise AssertionError(f"child raised {value}")
+    return value
+
+
+def main():
+    rest = parse_args()
+    require_fuse()
+    unittest.main(argv=[sys.argv[0], *rest], verbosity=2)

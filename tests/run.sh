@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The test command: installs what the build and the tests need (Debian 12),
+# builds a plain and an AddressSanitizer/UndefinedBehaviorSanitizer tree and
+# runs every test in both. Mount tests need root and /dev/fuse; without them
+# they report SKIP (exit 77), never a silent pass.
+#   tests/run.sh            everything
+#   tests/run.sh --quick    the plain build only
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(cmake g++ pkg-config libfuse3-dev fuse3 libcli11-dev libspdlog-dev libfmt-dev libgtest-dev
+          python3 python3-prometheus-client strace attr util-linux e2fsprogs procps)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing: ${missing[*]}"
+    sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+jobs=$(nproc)
+cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo
+cmake --build build -j"$jobs"
+ctest --test-dir build --output-on-failure
+
+if [ "${1:-}" != "--quick" ]; then
+    cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DSPLICEFS_SANITIZE=address,undefined \
+          -DSPLICEFS_TEST_SPLICE_MODES=all
+    cmake --build build-asan -j"$jobs"
+    ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+        ctest --test-dir build-asan --output-on-failure
+fi
