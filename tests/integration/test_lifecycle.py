@@ -1,0 +1,164 @@
+"""Start-up, errors, signals and shutdown of the daemon."""
+
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import shutil
+import unittest
+
+import harness
+from harness import Mount, is_mounted, mount_entry
+
+
+def run(*args, **kwargs):
+    return subprocess.run([harness.ARGS.binary, *args], capture_output=True, text=True, timeout=60, **kwargs)
+
+
+class Lifecycle(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="splicefs-life-")
+        self.src = os.path.join(self.tmp, "src")
+        self.mnt = os.path.join(self.tmp, "mnt")
+        os.mkdir(self.src)
+        os.mkdir(self.mnt)
+        with open(os.path.join(self.src, "hello"), "w") as f:
+            f.write("hello\n")
+
+    def tearDown(self):
+        if is_mounted(self.mnt):
+            subprocess.run(["umount", "-l", self.mnt])
+            self.fail("a test left a mount behind")
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def assert_one_line_error(self, result, code, *words):
+        self.assertEqual(result.returncode, code, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        self.assertEqual(len(lines), 1, result.stderr)
+        self.assertTrue(lines[0].startswith("splicefs: "), lines[0])
+        for w in words:
+            self.assertIn(w, lines[0])
+        self.assertFalse(is_mounted(self.mnt))
+
+    def test_missing_source(self):
+        self.assert_one_line_error(run("/nonexistent", self.mnt), 32, "/nonexistent", "No such file")
+
+    def test_source_not_a_directory(self):
+        self.assert_one_line_error(run(os.path.join(self.src, "hello"), self.mnt), 32, "not a directory")
+
+    def test_source_socket_and_char_device(self):
+        sock_path = os.path.join(self.tmp, "sock")
+        s = socket.socket(socket.AF_UNIX)
+        s.bind(sock_path)
+        try:
+            self.assert_one_line_error(run(sock_path, self.mnt), 32, "not a directory")
+        finally:
+            s.close()
+        self.assert_one_line_error(run("/dev/null", self.mnt), 32, "not a directory")
+
+    def test_missing_mountpoint(self):
+        self.assert_one_line_error(run(self.src, os.path.join(self.tmp, "nope")), 32, "mountpoint")
+
+    def test_mountpoint_is_a_file(self):
+        self.assert_one_line_error(run(self.src, os.path.join(self.src, "hello")), 32, "not a directory")
+
+    def test_usage_errors(self):
+        for args in ([self.src], [], [self.src, self.mnt, "extra"], [self.src, self.mnt, "-o", "bogus"],
+                     [self.src, self.mnt, "--splice", "sideways"], [self.src, self.mnt, "--max-reply", "1.5M"],
+                     [self.src, self.mnt, "--max-reply", "99T"], [self.src, self.mnt, "--threads", "0"]):
+            with self.subTest(args=args):
+                self.assert_one_line_error(run(*args), 1)
+
+    def test_help_and_version(self):
+        self.assertEqual(run("--help").returncode, 0)
+        v = run("--version")
+        self.assertEqual(v.returncode, 0)
+        self.assertTrue(v.stdout.startswith("splicefs "))
+
+    def test_daemon_mode_returns_once_usable(self):
+        result = run("--splice", harness.ARGS.splice, self.src, self.mnt)
+        try:
+            self.assertEqual(result.returncode, 0, result.stderr)
+            # Usable the moment the starting process returned.
+            with open(os.path.join(self.mnt, "hello")) as f:
+                self.assertEqual(f.read(), "hello\n")
+            entry = mount_entry(self.mnt)
+            self.assertEqual(entry["fstype"], "fuse.splicefs")
+            self.assertEqual(entry["source"], self.src)
+        finally:
+            if is_mounted(self.mnt):
+                subprocess.run(["fusermount3", "-u", self.mnt])
+
+    def test_sigterm_sigint_sighup_unmount_and_exit_zero(self):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            with self.subTest(signal=sig.name):
+                with Mount(self.src, self.mnt) as m:
+                    with open(os.path.join(self.mnt, "hello")) as f:
+                        self.assertEqual(f.read(), "hello\n")
+                    os.kill(m.pid, sig)
+                    self.assertEqual(m.wait(), 0, m.log)
+                    self.assertFalse(is_mounted(self.mnt))
+
+    def test_fusermount_u_exits_zero(self):
+        with Mount(self.src, self.mnt) as m:
+            self.assertEqual(m.unmount(), 0, m.log)
+            self.assertFalse(is_mounted(self.mnt))
+
+    def test_already_mounted(self):
+        with Mount(self.src, self.mnt):
+            self.assert_one_line_error_keep_mount(run(self.src, self.mnt), 32, "already a splicefs mount")
+
+    def assert_one_line_error_keep_mount(self, result, code, words):
+        self.assertEqual(result.returncode, code, result.stderr)
+        self.assertEqual(len(result.stderr.strip().splitlines()), 1, result.stderr)
+        self.assertIn(words, result.stderr)
+
+    def test_fsname_and_subtype(self):
+        with Mount(self.src, self.mnt, "-o", "fsname=mydata"):
+            entry = mount_entry(self.mnt)
+            self.assertEqual((entry["fstype"], entry["source"]), ("fuse.splicefs", "mydata"))
+
+    def test_read_only(self):
+        with Mount(self.src, self.mnt, "-o", "ro"):
+            with self.assertRaises(OSError) as ctx:
+                open(os.path.join(self.mnt, "new"), "w")
+            self.assertEqual(ctx.exception.errno, 30)  # EROFS
+
+    def test_no_fd_leak(self):
+        with Mount(self.src, self.mnt) as m:
+            fd_dir = f"/proc/{m.pid}/fd"
+            before = len(os.listdir(fd_dir))
+            for i in range(300):
+                p = os.path.join(self.mnt, f"f{i}")
+                with open(p, "w") as f:
+                    f.write("x" * i)
+                with open(p) as f:
+                    f.read()
+                os.listdir(self.mnt)
+                os.unlink(p)
+            # Drop the kernel's references so that forgotten inodes close their fds.
+            with open("/proc/sys/vm/drop_caches", "w") as f:
+                f.write("2")
+            after = len(os.listdir(fd_dir))
+            self.assertLessEqual(after, before + 2, os.listdir(fd_dir))
+
+    def test_auto_unmount_after_sigkill(self):
+        m = Mount(self.src, self.mnt, "-o", "auto_unmount")
+        with m:
+            os.kill(m.pid, signal.SIGKILL)
+            m.proc.wait()
+            # fusermount3 notices the dead daemon and unmounts; wait for the event.
+            import select
+            import time
+            deadline = time.monotonic() + 10
+            with open("/proc/self/mountinfo") as f:
+                p = select.poll()
+                p.register(f, select.POLLPRI)
+                while is_mounted(self.mnt) and time.monotonic() < deadline:
+                    p.poll(1000)
+            self.assertFalse(is_mounted(self.mnt))
+
+
+if __name__ == "__main__":
+    harness.main()
