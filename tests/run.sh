@@ -22,13 +22,15 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 jobs=$(nproc)
-cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo
+# Debian's python3 (not a python3 earlier in PATH) has the test modules apt installed.
+py=(-DPython3_EXECUTABLE=/usr/bin/python3)
+cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo "${py[@]}"
 cmake --build build -j"$jobs"
 ctest --test-dir build --output-on-failure
 
 if [ "${1:-}" != "--quick" ]; then
     cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DSPLICEFS_SANITIZE=address,undefined \
-          -DSPLICEFS_TEST_SPLICE_MODES=all
+          -DSPLICEFS_TEST_SPLICE_MODES=all "${py[@]}"
     cmake --build build-asan -j"$jobs"
     ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
         ctest --test-dir build-asan --output-on-failure
