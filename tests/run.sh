@@ -9,7 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(cmake g++ pkg-config libfuse3-dev fuse3 libcli11-dev libspdlog-dev libfmt-dev libgtest-dev
-          python3 python3-prometheus-client strace attr util-linux e2fsprogs procps)
+          python3 python3-prometheus-client strace attr util-linux e2fsprogs procps
+          mandoc groff bash-completion zsh fish)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

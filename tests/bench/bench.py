@@ -1,0 +1,198 @@
+#!/usr/bin/env python3
+"""splicefs benchmark: everything measured in one run, variants interleaved,
+medians of ROUNDS rounds, every figure also as a ratio to native and to
+splicefs's own copy mode (--splice off) in the same configuration.
+
+    sudo tests/bench/bench.py --binary build/splicefs [--size-gib 2] [--rounds 3]
+
+Not part of the test suite: timings say nothing on a shared machine unless
+compared within one run."""
+
+import argparse
+import mmap
+import multiprocessing
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+MIB = 1 << 20
+GIB = 1 << 30
+MODES = ("off", "read", "write", "all")
+
+
+def clock_ticks_of(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime, all threads
+
+
+def read_range(path, start, length, block, direct):
+    flags = os.O_RDONLY | (os.O_DIRECT if direct else 0)
+    buf = mmap.mmap(-1, block)
+    fd = os.open(path, flags)
+    done = 0
+    try:
+        while done < length:
+            n = os.preadv(fd, [buf], start + done)
+            if n <= 0:
+                break
+            done += n
+    finally:
+        os.close(fd)
+        buf.close()
+    return done
+
+
+def timed_read(path, size, block, readers):
+    """Aggregate throughput of `readers` processes each reading its share."""
+    share = size // readers
+    start = time.monotonic()
+    if readers == 1:
+        total = read_range(path, 0, size, block, False)
+    else:
+        with multiprocessing.Pool(readers) as pool:
+            total = sum(pool.starmap(read_range, [(path, i * share, share, block, False) for i in range(readers)]))
+    elapsed = time.monotonic() - start
+    assert total == size, (total, size)
+    return size / elapsed
+
+
+def timed_write(path, size, block):
+    buf = mmap.mmap(-1, block)
+    buf.write(os.urandom(block))
+    start = time.monotonic()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        for _ in range(size // block):
+            os.write(fd, buf)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    elapsed = time.monotonic() - start
+    os.unlink(path)
+    return size / elapsed
+
+
+def timed_files(directory, count):
+    start = time.monotonic()
+    names = [os.path.join(directory, f"f{i}") for i in range(count)]
+    for n in names:
+        os.close(os.open(n, os.O_WRONLY | os.O_CREAT, 0o644))
+    for n in names:
+        os.stat(n)
+    for n in names:
+        os.unlink(n)
+    return time.monotonic() - start
+
+
+class Mounted:
+    def __init__(self, binary, source, mountpoint, mode, extra):
+        self.cmd = [binary, "--splice", mode, *extra, source, mountpoint]
+        self.mountpoint = mountpoint
+
+    def __enter__(self):
+        subprocess.run(self.cmd, check=True)
+        self.pid = int(subprocess.run(["pgrep", "-n", "-f", " ".join(self.cmd[1:])], capture_output=True,
+                                      text=True).stdout.split()[0])
+        return self
+
+    def __exit__(self, *exc):
+        subprocess.run(["fusermount3", "-u", self.mountpoint], check=False)
+        while os.path.exists(f"/proc/{self.pid}"):
+            time.sleep(0.05)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--binary", required=True)
+    p.add_argument("--size-gib", type=float, default=2)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--dir", default="/dev/shm", help="where the source lives (default: tmpfs)")
+    p.add_argument("--quick", action="store_true", help="fewer variants (1 MiB reads, modes off and read)")
+    args = p.parse_args()
+    size = int(args.size_gib * GIB) // MIB * MIB
+    hz = os.sysconf("SC_CLK_TCK")
+
+    tmp = tempfile.mkdtemp(prefix="splicefs-bench-", dir=args.dir)
+    src, mnt = os.path.join(tmp, "src"), os.path.join(tmp, "mnt")
+    os.mkdir(src)
+    os.mkdir(mnt)
+    data = os.path.join(src, "data")
+    chunk = os.urandom(MIB)
+    with open(data, "wb") as f:
+        for _ in range(size // MIB):
+            f.write(chunk)
+
+    modes = ("off", "read") if args.quick else MODES
+    blocks = (MIB,) if args.quick else (MIB, 128 * 1024)
+    read_configs = [(cache, block, readers) for cache in ("auto", "never") for block in blocks for readers in (1, 2)]
+    results = {}  # key -> list of (throughput, cpu s/GiB)
+
+    def record(key, value, cpu=None):
+        results.setdefault(key, []).append((value, cpu))
+
+    try:
+        for rnd in range(args.rounds):
+            print(f"round {rnd + 1}/{args.rounds}", file=sys.stderr, flush=True)
+            for cache, block, readers in read_configs:
+                record(("read", "native", cache, block, readers), timed_read(data, size, block, readers))
+                for mode in modes:
+                    extra = ["--cache", cache, "--max-reply", "1M"]
+                    with Mounted(args.binary, src, mnt, mode, extra) as m:
+                        before = clock_ticks_of(m.pid)
+                        rate = timed_read(os.path.join(mnt, "data"), size, block, readers)
+                        cpu = (clock_ticks_of(m.pid) - before) / hz / (size / GIB)
+                    record(("read", mode, cache, block, readers), rate, cpu)
+            wsize = min(size, GIB)
+            record(("write", "native", "auto", MIB, 1), timed_write(os.path.join(src, "w"), wsize, MIB))
+            for mode in modes:
+                with Mounted(args.binary, src, mnt, mode, ["--max-reply", "1M"]) as m:
+                    before = clock_ticks_of(m.pid)
+                    rate = timed_write(os.path.join(mnt, "w"), wsize, MIB)
+                    cpu = (clock_ticks_of(m.pid) - before) / hz / (wsize / GIB)
+                record(("write", mode, "auto", MIB, 1), rate, cpu)
+            files_dir = os.path.join(src, "files")
+            os.mkdir(files_dir)
+            record(("files", "native", "auto", 0, 1), timed_files(files_dir, 10000))
+            with Mounted(args.binary, src, mnt, "read", []):
+                record(("files", "read", "auto", 0, 1), timed_files(os.path.join(mnt, "files"), 10000))
+            os.rmdir(files_dir)
+    finally:
+        if os.path.ismount(mnt):
+            subprocess.run(["fusermount3", "-u", mnt])
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    def med(key):
+        vals = results[key]
+        cpus = [c for _, c in vals if c is not None]
+        return statistics.median(v for v, _ in vals), (statistics.median(cpus) if cpus else None)
+
+    print(f"\nsplicefs benchmark: {size // MIB} MiB file in {args.dir}, medians of {args.rounds} interleaved rounds,"
+          f" max reply 1M requested")
+    print(f"{'what':<44} {'GB/s':>7} {'x native':>9} {'x copy':>7} {'CPU s/GiB':>10}")
+    for kind in ("read", "write"):
+        configs = read_configs if kind == "read" else [("auto", MIB, 1)]
+        for cache, block, readers in configs:
+            native, _ = med((kind, "native", cache, block, readers))
+            label = (f"{kind} {'page cache' if cache == 'auto' else 'direct I/O'} {block // 1024}K x{readers}"
+                     if kind == "read" else f"write 1M sequential + fsync")
+            print(f"{label + ' native':<44} {native / 1e9:7.2f} {1:9.2f}")
+            copy_rate, copy_cpu = med((kind, "off", cache, block, readers))
+            for mode in modes:
+                rate, cpu = med((kind, mode, cache, block, readers))
+                cpu_text = f"{cpu:10.3f}" if cpu is not None else ""
+                ratio_cpu = f" ({cpu / copy_cpu:.2f}x copy CPU)" if copy_cpu and mode != "off" else ""
+                print(f"{label + ' splice=' + mode:<44} {rate / 1e9:7.2f} {rate / native:9.2f} "
+                      f"{rate / copy_rate:7.2f} {cpu_text}{ratio_cpu}")
+    native_t, _ = med(("files", "native", "auto", 0, 1))
+    fuse_t, _ = med(("files", "read", "auto", 0, 1))
+    print(f"{'10,000 files create+stat+unlink native':<44} {native_t:7.2f} s")
+    print(f"{'10,000 files create+stat+unlink splicefs':<44} {fuse_t:7.2f} s  ({fuse_t / native_t:.1f}x native)")
+
+
+if __name__ == "__main__":
+    main()
