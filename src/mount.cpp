@@ -231,6 +231,7 @@ int run_mount(Options opts) {
     for (auto& arg : fuse_argv_storage) fuse_argv.push_back(arg.data());
     fuse_args args = FUSE_ARGS_INIT(static_cast<int>(fuse_argv.size()), fuse_argv.data());
     fuse_session* session = fuse_session_new(&args, &operations(), sizeof(fuse_lowlevel_ops), fs.get());
+    fuse_opt_free_args(&args); // libfuse may have copied and extended them
     if (!session) {
         std::fprintf(stderr, "splicefs: invalid mount options '%s': %s\n", mount_options.c_str(),
                      last_libfuse_message().c_str());

@@ -1,0 +1,121 @@
+"""Installs the build into the system prefix (/usr) and mounts through real
+fstab files with both type spellings, then uninstalls. Needs root; changes
+the system while it runs, so it is labelled "system"."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import unittest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "integration"))
+import harness  # noqa: E402
+from harness import is_mounted, mount_entry  # noqa: E402
+
+BUILD_DIR = None
+
+
+def sh(*cmd, check=True):
+    return subprocess.run(cmd, capture_output=True, text=True, check=check, timeout=120)
+
+
+class Fstab(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        result = sh("cmake", "--install", BUILD_DIR, "--prefix", "/usr")
+        cls.manifest = os.path.join(BUILD_DIR, "install_manifest.txt")
+        for helper in ("/usr/sbin/mount.splicefs", "/usr/sbin/mount.fuse.splicefs"):
+            assert os.path.islink(helper), result.stdout
+
+    @classmethod
+    def tearDownClass(cls):
+        with open(cls.manifest) as f:
+            for line in f:
+                path = line.strip()
+                if path and (os.path.islink(path) or os.path.isfile(path)):
+                    os.unlink(path)
+
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="splicefs-fstab-")
+        self.src = os.path.join(self.tmp, "src")
+        os.mkdir(self.src)
+        with open(os.path.join(self.src, "hello"), "w") as f:
+            f.write("hello\n")
+        self.mnts = []
+
+    def tearDown(self):
+        for m in self.mnts:
+            if is_mounted(m):
+                sh("umount", m, check=False)
+                self.assertFalse(is_mounted(m))
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def mountpoint(self, name):
+        m = os.path.join(self.tmp, name)
+        os.mkdir(m)
+        self.mnts.append(m)
+        return m
+
+    def fstab(self, lines):
+        path = os.path.join(self.tmp, "fstab")
+        with open(path, "w") as f:
+            f.write("".join(line + "\n" for line in lines))
+        return path
+
+    def splice_mode_of(self, mountpoint):
+        out = sh("/usr/bin/splicefs", "stats", "--json", mountpoint).stdout
+        return json.loads(out)["mounts"][0]["splice"]
+
+    def test_both_type_spellings(self):
+        a, b, c = self.mountpoint("a"), self.mountpoint("b"), self.mountpoint("c")
+        tab = self.fstab([
+            f"{self.src} {a} fuse.splicefs splice=all,max_reply=512K,allow_other,nofail,_netdev,x-systemd.automount 0 0",
+            f"{self.src} {b} splicefs splice=write,noauto 0 0",
+            f"{self.src} {c} fuse.splicefs splice=off 0 0",
+        ])
+        self.assertEqual(sh("findmnt", "--verify", "--tab-file", tab, check=False).returncode, 0)
+        for m, mode in ((a, "all"), (b, "write")):
+            r = sh("mount", "-T", tab, m, check=False)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            entry = mount_entry(m)
+            self.assertEqual((entry["fstype"], entry["source"]), ("fuse.splicefs", self.src))
+            self.assertEqual(self.splice_mode_of(m), mode)
+            with open(os.path.join(m, "hello")) as f:
+                self.assertEqual(f.read(), "hello\n")
+        # mount -a mounts what is missing (c), skips noauto and what is mounted.
+        for _ in range(2):
+            r = sh("mount", "-a", "-T", tab, check=False)
+            self.assertEqual(r.returncode, 0, r.stderr)
+        for m in (a, b, c):
+            with open("/proc/self/mountinfo") as f:
+                count = sum(1 for line in f if line.split()[4] == m)
+            self.assertEqual(count, 1, m)
+        self.assertEqual(self.splice_mode_of(c), "off")
+
+    def test_mount_fuse3_directly(self):
+        m = self.mountpoint("d")
+        r = sh("mount.fuse3", f"splicefs#{self.src}", m, "-o", "splice=read,nofail", check=False)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(mount_entry(m)["fstype"], "fuse.splicefs")
+
+    def test_bad_source_fails_mount(self):
+        m = self.mountpoint("e")
+        tab = self.fstab([f"{self.tmp}/missing {m} splicefs defaults 0 0"])
+        r = sh("mount", "-T", tab, m, check=False)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("missing", r.stderr)
+        self.assertFalse(is_mounted(m))
+
+
+if __name__ == "__main__":
+    import argparse
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--build-dir", required=True)
+    args, rest = parser.parse_known_args()
+    BUILD_DIR = args.build_dir
+    if os.geteuid() != 0:
+        harness.skip_whole_file("installing into /usr and mounting from fstab needs root")
+    harness.require_fuse()
+    unittest.main(argv=[sys.argv[0], *rest], verbosity=2)
