@@ -90,6 +90,27 @@ class Lifecycle(unittest.TestCase):
             if is_mounted(self.mnt):
                 subprocess.run(["fusermount3", "-u", self.mnt])
 
+    def test_daemon_logs_to_syslog_as_daemon_with_pid(self):
+        # No syslog daemon here: listen on /dev/log ourselves for the test's duration.
+        if os.path.exists("/dev/log"):
+            self.skipTest("/dev/log exists; not replacing the system's syslog socket")
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        listener.bind("/dev/log")
+        try:
+            listener.settimeout(10)
+            result = run(self.src, self.mnt)
+            self.assertEqual(result.returncode, 0, result.stderr)
+            try:
+                message = listener.recv(4096).decode()
+            finally:
+                subprocess.run(["fusermount3", "-u", self.mnt])
+            # <30> is facility daemon (3 * 8) with priority info (6).
+            m = __import__("re").match(r"<30>.*splicefs\[(\d+)\]: mounted ", message)
+            self.assertIsNotNone(m, message)
+        finally:
+            listener.close()
+            os.unlink("/dev/log")
+
     def test_sigterm_sigint_sighup_unmount_and_exit_zero(self):
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             with self.subTest(signal=sig.name):

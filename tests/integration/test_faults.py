@@ -1,0 +1,119 @@
+"""Faults under a live mount: a full source filesystem, a source removed or
+unmounted underneath, SIGTERM during heavy writes."""
+
+import errno
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import unittest
+
+import harness
+from harness import Mount, is_mounted
+
+MIB = 1 << 20
+
+
+class Faults(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="splicefs-faults-")
+        self.src = os.path.join(self.tmp, "src")
+        self.mnt = os.path.join(self.tmp, "mnt")
+        os.mkdir(self.src)
+        os.mkdir(self.mnt)
+
+    def tearDown(self):
+        for path in (self.mnt, self.src):
+            if is_mounted(path):
+                subprocess.run(["umount", "-l", path])
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def small_tmpfs(self, size):
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "splicefs-test", self.src],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            self.skipTest(f"cannot mount a tmpfs: {r.stderr.strip()}")
+
+    def test_full_source_gives_enospc_and_keeps_earlier_data(self):
+        self.small_tmpfs("8m")
+        first = os.urandom(3 * MIB)
+        with Mount(self.src, self.mnt) as m:
+            with open(os.path.join(self.mnt, "first"), "wb") as f:
+                f.write(first)
+                f.flush()
+                os.fsync(f.fileno())
+            with self.assertRaises(OSError) as ctx:
+                with open(os.path.join(self.mnt, "filler"), "wb") as f:
+                    for _ in range(16):
+                        f.write(os.urandom(MIB))
+                        f.flush()
+                    os.fsync(f.fileno())
+            self.assertEqual(ctx.exception.errno, errno.ENOSPC)
+            with open(os.path.join(self.mnt, "first"), "rb") as f:
+                self.assertEqual(f.read(), first)
+            self.assertEqual(m.unmount(), 0, m.log)
+        with open(os.path.join(self.src, "first"), "rb") as f:
+            self.assertEqual(f.read(), first)
+
+    def test_source_removed_under_the_mount(self):
+        os.mkdir(os.path.join(self.src, "d"))
+        with open(os.path.join(self.src, "d", "f"), "w") as f:
+            f.write("x")
+        with Mount(self.src, self.mnt) as m:
+            self.assertEqual(os.listdir(os.path.join(self.mnt, "d")), ["f"])
+            shutil.rmtree(self.src)
+            # As natively for a directory removed while in use: empty, and no new entries.
+            self.assertEqual(os.listdir(self.mnt), [])
+            with self.assertRaises(OSError) as ctx:
+                open(os.path.join(self.mnt, "new"), "w")
+            self.assertEqual(ctx.exception.errno, errno.ENOENT)
+            self.assertIsNone(m.proc.poll(), "the daemon died")
+            self.assertEqual(m.unmount(), 0, m.log)
+
+    def test_source_unmounted_lazily(self):
+        self.small_tmpfs("16m")
+        with open(os.path.join(self.src, "f"), "w") as f:
+            f.write("before")
+        with Mount(self.src, self.mnt) as m:
+            subprocess.run(["umount", "-l", self.src], check=True)
+            # The daemon's fds keep the detached filesystem alive: no crash, data still there.
+            with open(os.path.join(self.mnt, "f")) as f:
+                self.assertEqual(f.read(), "before")
+            self.assertIsNone(m.proc.poll())
+            self.assertEqual(m.unmount(), 0, m.log)
+
+    def test_sigterm_during_heavy_writes_keeps_fsynced_data(self):
+        path = os.path.join(self.mnt, "journal")
+        record = os.urandom(64 * 1024)
+        acknowledged = 0
+        with Mount(self.src, self.mnt) as m:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                for i in range(400):
+                    try:
+                        os.write(fd, record)
+                        if i % 8 == 7:
+                            os.fsync(fd)
+                            acknowledged = (i + 1) * len(record)
+                    except OSError:
+                        break
+                    if i == 100:
+                        os.kill(m.pid, signal.SIGTERM)
+            finally:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            self.assertEqual(m.wait(), 0, m.log)
+        self.assertGreater(acknowledged, 100 * len(record))
+        with open(os.path.join(self.src, "journal"), "rb") as f:
+            data = f.read()
+        self.assertGreaterEqual(len(data), acknowledged)
+        self.assertEqual(data[:acknowledged], record * (acknowledged // len(record)))
+
+
+if __name__ == "__main__":
+    harness.main()
