@@ -9,6 +9,8 @@
 #include <fuse_lowlevel.h>
 
 #include <atomic>
+#include <optional>
+#include <string>
 #include <vector>
 
 namespace splicefs {
@@ -24,6 +26,17 @@ struct FileHandle {
     std::atomic<bool> write_splice_refused{false};
 };
 
+// SOURCE as one file (a block device or a disk image) instead of a directory.
+struct SingleFile {
+    // The file's entry in a directory mountpoint; empty when the mount is the
+    // file itself (MOUNTPOINT is a regular file).
+    std::string name;
+    dev_t dev = 0; // the source's st_dev/st_ino, to recognise its inode
+    ino_t ino = 0;
+    bool block_device = false;
+    uint64_t device_size = 0; // BLKGETSIZE64
+};
+
 struct Filesystem {
     Filesystem(Options options, util::Fd root_fd)
         : opts(std::move(options)), inodes(std::move(root_fd)) {}
@@ -35,6 +48,18 @@ struct Filesystem {
     bool act_as_caller = false;    // root daemon: create files with the caller's ids
     std::vector<gid_t> daemon_groups;
     std::atomic<bool> initialized{false};
+    std::optional<SingleFile> single_file;
+    util::Fd single_file_fd; // O_PATH fd of a single-file SOURCE
+
+    // The root of a single-file mount on a directory holds nothing but the
+    // file: it is not the source, and nothing may be created or removed in it.
+    bool is_synthetic_root(fuse_ino_t ino) const {
+        return single_file && !single_file->name.empty() && ino == FUSE_ROOT_ID;
+    }
+    // stat() of a source inode as the mount presents it: a block device
+    // appears as a regular file of the device's size.
+    int stat_source(int fd, struct stat& st) const;
+    int stat_source(const Inode& inode, struct stat& st) const { return stat_source(inode.fd.get(), st); }
 };
 
 inline Filesystem& fs_of(fuse_req_t req) { return *static_cast<Filesystem*>(fuse_req_userdata(req)); }

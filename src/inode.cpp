@@ -1,5 +1,11 @@
 #include "inode.hpp"
 
+#include "filesystem.hpp"
+
+#include <fcntl.h>
+
+#include <cerrno>
+
 #include <sys/stat.h>
 
 namespace splicefs {
@@ -49,6 +55,17 @@ void InodeTable::forget(fuse_ino_t ino, uint64_t n) {
         by_source_id_.erase({inode->dev, inode->ino});
         delete inode;
     }
+}
+
+int Filesystem::stat_source(int fd, struct stat& st) const {
+    if (fstatat(fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) return errno;
+    if (single_file && single_file->block_device && st.st_dev == single_file->dev && st.st_ino == single_file->ino) {
+        st.st_mode = S_IFREG | (st.st_mode & 07777);
+        st.st_size = static_cast<off_t>(single_file->device_size);
+        st.st_blocks = static_cast<blkcnt_t>((single_file->device_size + 511) / 512);
+        st.st_rdev = 0;
+    }
+    return 0;
 }
 
 size_t InodeTable::size() {

@@ -15,6 +15,8 @@
 #include <poll.h>
 #include <spdlog/spdlog.h>
 #include <sys/eventfd.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
@@ -52,9 +54,10 @@ std::optional<MountError> check_paths(Options& opts) {
     if (stat(opts.source.c_str(), &st) < 0)
         return MountError{exit_code::mount_failed,
                           "source '" + opts.source + "': " + describe_errno(errno)};
-    if (!S_ISDIR(st.st_mode))
-        return MountError{exit_code::mount_failed, "source '" + opts.source + "' is not a directory"};
-    if (access(opts.source.c_str(), R_OK | X_OK) < 0)
+    if (!S_ISDIR(st.st_mode) && !S_ISBLK(st.st_mode) && !S_ISREG(st.st_mode))
+        return MountError{exit_code::mount_failed,
+                          "source '" + opts.source + "' is not a directory, block device or regular file"};
+    if (access(opts.source.c_str(), S_ISDIR(st.st_mode) ? R_OK | X_OK : R_OK) < 0)
         return MountError{exit_code::mount_failed,
                           "source '" + opts.source + "' is not readable: " + describe_errno(errno)};
     opts.source = absolute(opts.source);
@@ -63,9 +66,11 @@ std::optional<MountError> check_paths(Options& opts) {
     if (stat(opts.mountpoint.c_str(), &mst) < 0)
         return MountError{exit_code::mount_failed,
                           "mountpoint '" + opts.mountpoint + "': " + describe_errno(errno)};
-    if (!S_ISDIR(mst.st_mode))
+    if (!S_ISDIR(mst.st_mode) && !(S_ISREG(mst.st_mode) && !S_ISDIR(st.st_mode)))
         return MountError{exit_code::mount_failed,
-                          "mountpoint '" + opts.mountpoint + "' is not a directory"};
+                          "mountpoint '" + opts.mountpoint + "' is not a directory" +
+                              (S_ISREG(mst.st_mode) ? " (a file can only be the mountpoint of a single-file SOURCE)"
+                                                    : "")};
     opts.mountpoint = absolute(opts.mountpoint);
     if (auto existing = util::find_mount(opts.mountpoint);
         existing && existing->fstype == "fuse.splicefs")
@@ -75,6 +80,38 @@ std::optional<MountError> check_paths(Options& opts) {
     if (access("/dev/fuse", R_OK | W_OK) < 0)
         return MountError{exit_code::mount_failed, "cannot use /dev/fuse: " + describe_errno(errno)};
     return std::nullopt;
+}
+
+// A block device or disk image as SOURCE: one file, named after SOURCE in a
+// directory mountpoint, or the mountpoint itself when that is a file. A
+// device or image the daemon cannot write is mounted read-only.
+std::optional<SingleFile> describe_single_file(Options& opts, const struct stat& st) {
+    SingleFile file;
+    file.dev = st.st_dev;
+    file.ino = st.st_ino;
+    file.block_device = S_ISBLK(st.st_mode);
+    struct stat mst {};
+    stat(opts.mountpoint.c_str(), &mst);
+    if (S_ISDIR(mst.st_mode)) file.name = opts.source.substr(opts.source.find_last_of('/') + 1);
+    bool writable = access(opts.source.c_str(), W_OK) == 0;
+    if (file.block_device) {
+        util::Fd dev(::open(opts.source.c_str(), O_RDONLY | O_CLOEXEC));
+        uint64_t size = 0;
+        int read_only = 0;
+        if (!dev || ioctl(dev.get(), BLKGETSIZE64, &size) < 0) {
+            std::fprintf(stderr, "splicefs: source '%s': cannot read the device size: %s\n", opts.source.c_str(),
+                         std::strerror(errno));
+            return std::nullopt;
+        }
+        if (ioctl(dev.get(), BLKROGET, &read_only) == 0 && read_only) writable = false;
+        file.device_size = size;
+    }
+    if (!writable && !opts.read_only) {
+        spdlog::info("{} is not writable: mounting read-only", opts.source);
+        opts.read_only = true;
+        opts.fuse_options.emplace_back("ro");
+    }
+    return file;
 }
 
 // libfuse's own option parser takes the mount options as one -o list.
@@ -191,13 +228,34 @@ int run_mount(Options opts) {
         std::fprintf(stderr, "splicefs: %s\n", error->message.c_str());
         return error->code;
     }
-    util::Fd root_fd(::open(opts.source.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
-    if (!root_fd) {
+    util::Fd source_fd(::open(opts.source.c_str(), O_PATH | O_CLOEXEC));
+    struct stat source_st {};
+    if (!source_fd || fstat(source_fd.get(), &source_st) < 0) {
         std::fprintf(stderr, "splicefs: source '%s': %s\n", opts.source.c_str(), std::strerror(errno));
         return exit_code::mount_failed;
     }
+    std::optional<SingleFile> single_file;
+    util::Fd root_fd;
+    if (S_ISDIR(source_st.st_mode)) {
+        root_fd = std::move(source_fd);
+    } else {
+        auto described = describe_single_file(opts, source_st);
+        if (!described) return exit_code::mount_failed;
+        single_file = *described;
+        if (single_file->name.empty()) {
+            root_fd.reset(fcntl(source_fd.get(), F_DUPFD_CLOEXEC, 0)); // the mount is the file
+        } else {
+            // The root stands for the mountpoint directory; its fd is never
+            // used to reach anything (see Filesystem::is_synthetic_root).
+            root_fd.reset(::open(opts.mountpoint.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+        }
+    }
 
     auto fs = std::make_unique<Filesystem>(opts, std::move(root_fd));
+    if (single_file) {
+        fs->single_file = single_file;
+        fs->single_file_fd = std::move(source_fd);
+    }
     if (auto error = settle_limits(opts, fs->stats.limits); !error.empty()) {
         std::fprintf(stderr, "splicefs: %s\n", error.c_str());
         return exit_code::usage;

@@ -13,10 +13,6 @@ namespace splicefs::ops {
 
 namespace {
 
-int stat_inode(const Inode& inode, struct stat& st) {
-    return fstatat(inode.fd.get(), "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0 ? errno : 0;
-}
-
 timespec time_to_set(const struct stat& attr, int to_set, bool atime) {
     const int now_flag = atime ? FUSE_SET_ATTR_ATIME_NOW : FUSE_SET_ATTR_MTIME_NOW;
     const int set_flag = atime ? FUSE_SET_ATTR_ATIME : FUSE_SET_ATTR_MTIME;
@@ -60,17 +56,18 @@ int apply_setattr(const Inode& inode, const struct stat& attr, int to_set, const
 void getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
     Filesystem& fs = fs_of(req);
     struct stat st {};
-    const int err = stat_inode(fs.inodes.get(ino), st);
+    const int err = fs.stat_source(fs.inodes.get(ino), st);
     if (err) fuse_reply_err(req, err);
     else fuse_reply_attr(req, &st, fs.timeout);
 }
 
 void setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info* fi) {
     Filesystem& fs = fs_of(req);
+    if (refused_in_synthetic_root(req, ino)) return;
     Inode& inode = fs.inodes.get(ino);
     int err = apply_setattr(inode, *attr, to_set, fi);
     struct stat st {};
-    if (!err) err = stat_inode(inode, st);
+    if (!err) err = fs.stat_source(inode, st);
     if (err) fuse_reply_err(req, err);
     else fuse_reply_attr(req, &st, fs.timeout);
 }

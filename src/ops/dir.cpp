@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstring>
 #include <memory>
+#include <string>
 #include <vector>
 
 namespace splicefs::ops {
@@ -29,8 +30,34 @@ bool is_dot_or_dotdot(const char* name) {
     return name[0] == '.' && (name[1] == '\0' || (name[1] == '.' && name[2] == '\0'));
 }
 
+// The root of a single-file mount on a directory: ".", ".." and the file.
+void readdir_synthetic_root(fuse_req_t req, size_t size, off_t offset, bool plus) {
+    Filesystem& fs = fs_of(req);
+    std::vector<char> buf(size);
+    size_t used = 0;
+    const std::string names[] = {".", "..", fs.single_file->name};
+    for (off_t i = offset; i < 3; ++i) {
+        const char* name = names[i].c_str();
+        fuse_entry_param e{};
+        e.attr.st_mode = i < 2 ? S_IFDIR : S_IFREG;
+        e.attr.st_ino = i < 2 ? FUSE_ROOT_ID : fs.single_file->ino;
+        size_t entry_size;
+        if (plus) {
+            if (fuse_add_direntry_plus(req, nullptr, 0, name, nullptr, 0) > size - used) break;
+            if (i == 2 && lookup_entry(fs, fs.inodes.root(), name, e) != 0) break;
+            entry_size = fuse_add_direntry_plus(req, buf.data() + used, size - used, name, &e, i + 1);
+        } else {
+            entry_size = fuse_add_direntry(req, buf.data() + used, size - used, name, &e.attr, i + 1);
+        }
+        if (entry_size > size - used) break;
+        used += entry_size;
+    }
+    fuse_reply_buf(req, buf.data(), used);
+}
+
 void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, fuse_file_info* fi, bool plus) {
     Filesystem& fs = fs_of(req);
+    if (fs.is_synthetic_root(ino)) return readdir_synthetic_root(req, size, offset, plus);
     DirHandle& d = dir_of(fi);
     std::vector<char> buf(size);
     size_t used = 0;
@@ -93,6 +120,11 @@ void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, fuse_
 
 void opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     Filesystem& fs = fs_of(req);
+    if (fs.is_synthetic_root(ino)) {
+        fi->fh = reinterpret_cast<uint64_t>(new DirHandle);
+        if (fuse_reply_open(req, fi) != 0) delete &dir_of(fi);
+        return;
+    }
     const int fd = openat(fs.inodes.get(ino).fd.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0) {
         fuse_reply_err(req, errno);
@@ -126,6 +158,10 @@ void releasedir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
 }
 
 void fsyncdir(fuse_req_t req, fuse_ino_t, int datasync, fuse_file_info* fi) {
+    if (!dir_of(fi).dir) { // the synthetic root has nothing to sync
+        fuse_reply_err(req, 0);
+        return;
+    }
     const int fd = dirfd(dir_of(fi).dir);
     const int r = datasync ? ::fdatasync(fd) : ::fsync(fd);
     fuse_reply_err(req, r < 0 ? errno : 0);

@@ -15,14 +15,28 @@ int lookup_entry(Filesystem& fs, Inode& parent, const char* name, fuse_entry_par
     e = fuse_entry_param{};
     e.attr_timeout = fs.timeout;
     e.entry_timeout = fs.timeout;
-    // `..` of the root is the root: the mount shows nothing above SOURCE.
-    const bool at_root_parent = &parent == &fs.inodes.root() && std::strcmp(name, "..") == 0;
-    util::Fd fd(openat(parent.fd.get(), at_root_parent ? "." : name, O_PATH | O_NOFOLLOW | O_CLOEXEC));
+    const bool in_root = &parent == &fs.inodes.root();
+    util::Fd fd;
+    if (in_root && fs.is_synthetic_root(FUSE_ROOT_ID)) {
+        // The single file is the root's only entry.
+        if (name != fs.single_file->name) return ENOENT;
+        fd.reset(fcntl(fs.single_file_fd.get(), F_DUPFD_CLOEXEC, 0));
+    } else {
+        // `..` of the root is the root: the mount shows nothing above SOURCE.
+        const bool dotdot_of_root = in_root && std::strcmp(name, "..") == 0;
+        fd.reset(openat(parent.fd.get(), dotdot_of_root ? "." : name, O_PATH | O_NOFOLLOW | O_CLOEXEC));
+    }
     if (!fd) return errno;
-    if (fstatat(fd.get(), "", &e.attr, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) return errno;
+    if (const int err = fs.stat_source(fd.get(), e.attr)) return err;
     Inode& inode = fs.inodes.remember(std::move(fd), e.attr);
     e.ino = fs.inodes.id_of(inode);
     return 0;
+}
+
+bool refused_in_synthetic_root(fuse_req_t req, fuse_ino_t parent) {
+    if (!fs_of(req).is_synthetic_root(parent)) return false;
+    fuse_reply_err(req, EPERM);
+    return true;
 }
 
 void reply_created(fuse_req_t req, Inode& parent, const char* name, int result) {
@@ -56,6 +70,7 @@ void forget_multi(fuse_req_t req, size_t count, fuse_forget_data* forgets) {
 }
 
 void mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
+    if (refused_in_synthetic_root(req, parent)) return;
     Filesystem& fs = fs_of(req);
     Inode& dir = fs.inodes.get(parent);
     int result;
@@ -67,6 +82,7 @@ void mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
 }
 
 void mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev) {
+    if (refused_in_synthetic_root(req, parent)) return;
     Filesystem& fs = fs_of(req);
     Inode& dir = fs.inodes.get(parent);
     int result;
@@ -78,6 +94,7 @@ void mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev
 }
 
 void symlink(fuse_req_t req, const char* link, fuse_ino_t parent, const char* name) {
+    if (refused_in_synthetic_root(req, parent)) return;
     Filesystem& fs = fs_of(req);
     Inode& dir = fs.inodes.get(parent);
     int result;
@@ -89,6 +106,7 @@ void symlink(fuse_req_t req, const char* link, fuse_ino_t parent, const char* na
 }
 
 void link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t parent, const char* name) {
+    if (refused_in_synthetic_root(req, parent)) return;
     Filesystem& fs = fs_of(req);
     Inode& inode = fs.inodes.get(ino);
     Inode& dir = fs.inodes.get(parent);
@@ -102,17 +120,20 @@ void link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t parent, const char* name) {
 }
 
 void unlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
+    if (refused_in_synthetic_root(req, parent)) return;
     const int result = unlinkat(fs_of(req).inodes.get(parent).fd.get(), name, 0);
     fuse_reply_err(req, result < 0 ? errno : 0);
 }
 
 void rmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
+    if (refused_in_synthetic_root(req, parent)) return;
     const int result = unlinkat(fs_of(req).inodes.get(parent).fd.get(), name, AT_REMOVEDIR);
     fuse_reply_err(req, result < 0 ? errno : 0);
 }
 
 void rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t newparent,
             const char* newname, unsigned int flags) {
+    if (refused_in_synthetic_root(req, parent) || refused_in_synthetic_root(req, newparent)) return;
     Filesystem& fs = fs_of(req);
     const int result = renameat2(fs.inodes.get(parent).fd.get(), name, fs.inodes.get(newparent).fd.get(),
                                  newname, flags);

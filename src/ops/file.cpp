@@ -51,6 +51,7 @@ void open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 }
 
 void create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, fuse_file_info* fi) {
+    if (refused_in_synthetic_root(req, parent)) return;
     Filesystem& fs = fs_of(req);
     Inode& dir = fs.inodes.get(parent);
     // O_NOFOLLOW stays: a symlink put in the name's place must not be followed.

@@ -10,6 +10,9 @@ namespace splicefs::ops {
 // Looks `name` up in `parent` and fills `e` with one more kernel reference.
 // Returns 0 or an errno value.
 int lookup_entry(Filesystem& fs, Inode& parent, const char* name, fuse_entry_param& e);
+// Replies EPERM and returns true when `parent` is the synthetic root of a
+// single-file mount, where nothing can be created, removed or renamed.
+bool refused_in_synthetic_root(fuse_req_t req, fuse_ino_t parent);
 // Replies to a creating operation whose result was `result` (-1 and errno on failure).
 void reply_created(fuse_req_t req, Inode& parent, const char* name, int result);
 

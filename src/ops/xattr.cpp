@@ -23,6 +23,7 @@ template <typename Call> void reply_xattr_data(fuse_req_t req, size_t size, Call
 } // namespace
 
 void setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size, int flags) {
+    if (refused_in_synthetic_root(req, ino)) return;
     const auto path = fs_of(req).inodes.get(ino).proc_path();
     fuse_reply_err(req, ::setxattr(path.c_str(), name, value, size, flags) < 0 ? errno : 0);
 }
@@ -38,6 +39,7 @@ void listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
 }
 
 void removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
+    if (refused_in_synthetic_root(req, ino)) return;
     const auto path = fs_of(req).inodes.get(ino).proc_path();
     fuse_reply_err(req, ::removexattr(path.c_str(), name) < 0 ? errno : 0);
 }
