@@ -64,7 +64,9 @@ class Pipe {
     void drain(char* scratch, size_t scratch_size) {
         int available = 0;
         while (ioctl(read_fd(), FIONREAD, &available) == 0 && available > 0) {
-            if (::read(read_fd(), scratch, std::min(scratch_size, static_cast<size_t>(available))) <= 0) break;
+            if (::read(read_fd(), scratch,
+                       std::min(scratch_size, static_cast<size_t>(available))) <= 0)
+                break;
         }
     }
 
@@ -102,7 +104,8 @@ class Worker {
 
     void run() {
         while (!fuse_session_exited(session_)) {
-            const ssize_t n = splice_writes_ && pipe_.slots() > 1 ? receive_by_splice() : receive_by_read();
+            const ssize_t n =
+                splice_writes_ && pipe_.slots() > 1 ? receive_by_splice() : receive_by_read();
             if (n < 0) {
                 const int err = static_cast<int>(-n);
                 if (err == ENODEV) break; // unmounted or aborted
@@ -135,8 +138,10 @@ class Worker {
         const size_t head = std::min(size, write_header_size);
         if (!read_exactly(pipe_.read_fd(), request_, head)) return -EIO;
         const auto* in = reinterpret_cast<const fuse_in_header*>(request_);
-        if (head == write_header_size && in->opcode == FUSE_WRITE && size >= write_header_size + page_size) {
-            write_from_pipe(*in, *reinterpret_cast<const fuse_write_in*>(in + 1), size - write_header_size);
+        if (head == write_header_size && in->opcode == FUSE_WRITE &&
+            size >= write_header_size + page_size) {
+            write_from_pipe(*in, *reinterpret_cast<const fuse_write_in*>(in + 1),
+                            size - write_header_size);
             return n;
         }
         if (!read_exactly(pipe_.read_fd(), request_ + head, size - head)) return -EIO;
@@ -160,7 +165,8 @@ class Worker {
             read(*in, *reinterpret_cast<const fuse_read_in*>(in + 1));
         } else if (in->opcode == FUSE_WRITE && fs_.initialized) {
             const auto& arg = *reinterpret_cast<const fuse_write_in*>(in + 1);
-            write_from_buffer(*in, arg, splice_writes_ ? CopyReason::small : CopyReason::splice_off);
+            write_from_buffer(*in, arg,
+                              splice_writes_ ? CopyReason::small : CopyReason::splice_off);
         } else {
             fuse_buf buf{};
             buf.size = size;
@@ -187,7 +193,8 @@ class Worker {
     void read(const fuse_in_header& in, const fuse_read_in& arg) {
         auto& handle = *reinterpret_cast<FileHandle*>(arg.fh);
         const size_t size = std::min<size_t>(arg.size, limits_.max_reply);
-        const CopyReason reason = splice_reads_ ? why_not_splice(handle, arg.offset, size) : CopyReason::splice_off;
+        const CopyReason reason =
+            splice_reads_ ? why_not_splice(handle, arg.offset, size) : CopyReason::splice_off;
         if (reason == CopyReason::count_) {
             if (read_by_splice(in.unique, handle, arg.offset, size)) return;
             return read_by_copy(in.unique, handle, arg.offset, size, splice_failure_);
@@ -198,7 +205,8 @@ class Worker {
     // CopyReason::count_ means "splice it".
     CopyReason why_not_splice(const FileHandle& handle, uint64_t offset, size_t size) const {
         if (size < 2 * page_size) return CopyReason::small;
-        if (handle.read_splice_refused.load(std::memory_order_relaxed)) return CopyReason::source_refused;
+        if (handle.read_splice_refused.load(std::memory_order_relaxed))
+            return CopyReason::source_refused;
         // One slot for the header, one per page of data.
         if (pages_spanned(offset, size) + 1 > pipe_.slots()) return CopyReason::pipe_too_small;
         return CopyReason::count_;
@@ -217,7 +225,8 @@ class Worker {
             return give_up(CopyReason::pipe_error);
         }
         auto file_offset = static_cast<loff_t>(offset);
-        const ssize_t got = splice(handle.fd.get(), &file_offset, pipe_.write_fd(), nullptr, size, move_flag_);
+        const ssize_t got =
+            splice(handle.fd.get(), &file_offset, pipe_.write_fd(), nullptr, size, move_flag_);
         if (got < 0) {
             if (errno == EINVAL) {
                 handle.read_splice_refused.store(true, std::memory_order_relaxed);
@@ -243,7 +252,8 @@ class Worker {
                 count_copy(counters_.read, CopyReason::error, 0); // the kernel no longer wants it
                 return true;
             }
-            spdlog::warn("splicing a reply into /dev/fuse: {}", sent < 0 ? std::strerror(errno) : "short");
+            spdlog::warn("splicing a reply into /dev/fuse: {}",
+                         sent < 0 ? std::strerror(errno) : "short");
             splice_failure_ = CopyReason::pipe_error;
             return false;
         }
@@ -258,7 +268,8 @@ class Worker {
     }
 
     // The fair copy: one pread into the reused aligned buffer, one writev.
-    void read_by_copy(uint64_t unique, FileHandle& handle, uint64_t offset, size_t size, CopyReason reason) {
+    void read_by_copy(uint64_t unique, FileHandle& handle, uint64_t offset, size_t size,
+                      CopyReason reason) {
         const ssize_t got = ::pread(handle.fd.get(), data_, size, static_cast<off_t>(offset));
         if (got < 0) {
             const int err = errno;
@@ -266,7 +277,8 @@ class Worker {
             count_copy(counters_.read, CopyReason::error, 0);
             return;
         }
-        fuse_out_header out{static_cast<uint32_t>(out_header_size + static_cast<size_t>(got)), 0, unique};
+        fuse_out_header out{static_cast<uint32_t>(out_header_size + static_cast<size_t>(got)), 0,
+                            unique};
         iovec iov[2] = {{&out, out_header_size}, {data_, static_cast<size_t>(got)}};
         send(iov, 2);
         count_copy(counters_.read, reason, static_cast<size_t>(got));
@@ -277,9 +289,11 @@ class Worker {
 
     void write_from_buffer(const fuse_in_header& in, const fuse_write_in& arg, CopyReason reason) {
         auto& handle = *reinterpret_cast<FileHandle*>(arg.fh);
-        const ssize_t n = ::pwrite(handle.fd.get(), data_, arg.size, static_cast<off_t>(arg.offset));
+        const ssize_t n =
+            ::pwrite(handle.fd.get(), data_, arg.size, static_cast<off_t>(arg.offset));
         reply_write(in.unique, n < 0 ? -errno : n);
-        count_copy(counters_.write, n < 0 ? CopyReason::error : reason, n < 0 ? 0 : static_cast<size_t>(n));
+        count_copy(counters_.write, n < 0 ? CopyReason::error : reason,
+                   n < 0 ? 0 : static_cast<size_t>(n));
     }
 
     void write_from_pipe(const fuse_in_header& in, const fuse_write_in& arg, size_t in_pipe) {
@@ -295,7 +309,8 @@ class Worker {
         auto offset = static_cast<loff_t>(arg.offset);
         size_t done = 0;
         while (done < arg.size) {
-            const ssize_t n = splice(pipe_.read_fd(), nullptr, handle.fd.get(), &offset, arg.size - done, move_flag_);
+            const ssize_t n = splice(pipe_.read_fd(), nullptr, handle.fd.get(), &offset,
+                                     arg.size - done, move_flag_);
             if (n <= 0) {
                 if (n < 0 && errno == EINVAL && done == 0) {
                     handle.write_splice_refused.store(true, std::memory_order_relaxed);
@@ -379,11 +394,15 @@ std::string settle_limits(const Options& opts, Limits& limits) {
     limits.cache = to_string(opts.cache);
     limits.threads = opts.worker_threads();
     limits.max_reply_requested = opts.max_reply.value_or(0);
-    uint64_t wanted = opts.max_reply ? (*opts.max_reply + page_size - 1) / page_size * page_size : largest;
+    uint64_t wanted =
+        opts.max_reply ? (*opts.max_reply + page_size - 1) / page_size * page_size : largest;
     if (wanted > largest)
-        return "--max-reply " + util::exact_size(*opts.max_reply) + " is larger than FUSE allows here (" +
-               util::exact_size(largest) + ": fs.fuse.max_pages_limit=" + std::to_string(kernel_pages) +
-               (kernel_pages > libfuse_max_pages ? ", libfuse " + std::to_string(libfuse_max_pages) + " pages" : "") +
+        return "--max-reply " + util::exact_size(*opts.max_reply) +
+               " is larger than FUSE allows here (" + util::exact_size(largest) +
+               ": fs.fuse.max_pages_limit=" + std::to_string(kernel_pages) +
+               (kernel_pages > libfuse_max_pages
+                    ? ", libfuse " + std::to_string(libfuse_max_pages) + " pages"
+                    : "") +
                ")";
 
     limits.pipe_size = 0;
@@ -399,10 +418,12 @@ std::string settle_limits(const Options& opts, Limits& limits) {
             largest_pipe.open(static_cast<size_t>(pipe_max));
             limits.pipe_size = largest_pipe.slots() * page_size;
             const uint64_t fits = limits.pipe_size > page_size ? limits.pipe_size - page_size : 0;
-            if (fits < 2 * page_size) return "pipes cannot hold a spliced reply here; use --splice off";
-            limits.clamp_reason = "a spliced message must fit one pipe: pipes are limited to " +
-                                  util::exact_size(pipe_max) +
-                                  " (fs.pipe-max-size) without CAP_SYS_RESOURCE, and the header takes a page";
+            if (fits < 2 * page_size)
+                return "pipes cannot hold a spliced reply here; use --splice off";
+            limits.clamp_reason =
+                "a spliced message must fit one pipe: pipes are limited to " +
+                util::exact_size(pipe_max) +
+                " (fs.pipe-max-size) without CAP_SYS_RESOURCE, and the header takes a page";
             wanted = fits;
         }
     }
@@ -419,7 +440,8 @@ struct Workers::Impl {
     std::atomic<unsigned> running{0};
 };
 
-Workers::Workers(Filesystem& fs, fuse_session* session, unsigned threads, int exit_eventfd) : impl_(new Impl) {
+Workers::Workers(Filesystem& fs, fuse_session* session, unsigned threads, int exit_eventfd)
+    : impl_(new Impl) {
     impl_->running = threads;
     for (unsigned i = 0; i < threads; ++i) {
         impl_->threads.emplace_back([this, &fs, session, exit_eventfd] {
@@ -444,6 +466,8 @@ void Workers::join() {
         if (t.joinable()) t.join();
 }
 
-unsigned Workers::running() const { return impl_->running; }
+unsigned Workers::running() const {
+    return impl_->running;
+}
 
 } // namespace splicefs

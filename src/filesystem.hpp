@@ -44,8 +44,8 @@ struct Filesystem {
     Options opts;
     InodeTable inodes;
     Stats stats;
-    double timeout = 1.0;          // entry and attribute timeouts, from the cache policy
-    bool act_as_caller = false;    // root daemon: create files with the caller's ids
+    double timeout = 1.0;       // entry and attribute timeouts, from the cache policy
+    bool act_as_caller = false; // root daemon: create files with the caller's ids
     std::vector<gid_t> daemon_groups;
     std::atomic<bool> initialized{false};
     std::optional<SingleFile> single_file;
@@ -59,11 +59,17 @@ struct Filesystem {
     // stat() of a source inode as the mount presents it: a block device
     // appears as a regular file of the device's size.
     int stat_source(int fd, struct stat& st) const;
-    int stat_source(const Inode& inode, struct stat& st) const { return stat_source(inode.fd.get(), st); }
+    int stat_source(const Inode& inode, struct stat& st) const {
+        return stat_source(inode.fd.get(), st);
+    }
 };
 
-inline Filesystem& fs_of(fuse_req_t req) { return *static_cast<Filesystem*>(fuse_req_userdata(req)); }
-inline FileHandle& handle_of(const fuse_file_info* fi) { return *reinterpret_cast<FileHandle*>(fi->fh); }
+inline Filesystem& fs_of(fuse_req_t req) {
+    return *static_cast<Filesystem*>(fuse_req_userdata(req));
+}
+inline FileHandle& handle_of(const fuse_file_info* fi) {
+    return *reinterpret_cast<FileHandle*>(fi->fh);
+}
 
 // The operation table handed to libfuse (ops/table.cpp).
 const fuse_lowlevel_ops& operations();

@@ -22,7 +22,8 @@ InodeTable::InodeTable(util::Fd root_fd) : root_(new Inode) {
 }
 
 InodeTable::~InodeTable() {
-    for (auto& [key, inode] : by_source_id_) delete inode;
+    for (auto& [key, inode] : by_source_id_)
+        delete inode;
 }
 
 Inode& InodeTable::remember(util::Fd fd, const struct stat& st) {
@@ -59,7 +60,8 @@ void InodeTable::forget(fuse_ino_t ino, uint64_t n) {
 
 int Filesystem::stat_source(int fd, struct stat& st) const {
     if (fstatat(fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) return errno;
-    if (single_file && single_file->block_device && st.st_dev == single_file->dev && st.st_ino == single_file->ino) {
+    if (single_file && single_file->block_device && st.st_dev == single_file->dev &&
+        st.st_ino == single_file->ino) {
         st.st_mode = S_IFREG | (st.st_mode & 07777);
         st.st_size = static_cast<off_t>(single_file->device_size);
         st.st_blocks = static_cast<blkcnt_t>((single_file->device_size + 511) / 512);

@@ -20,8 +20,8 @@ struct Inode {
     util::Fd fd; // O_PATH | O_NOFOLLOW
     dev_t dev = 0;
     ino_t ino = 0;
-    mode_t type = 0;       // S_IFMT bits
-    uint64_t nlookup = 0;  // kernel references; guarded by InodeTable's mutex
+    mode_t type = 0;      // S_IFMT bits
+    uint64_t nlookup = 0; // kernel references; guarded by InodeTable's mutex
 
     // Path through /proc/self/fd that reaches this inode for calls that have
     // no *at() form taking an O_PATH fd (open, xattrs, truncate).

@@ -22,7 +22,8 @@ void libfuse_log(fuse_log_level level, const char* fmt, va_list ap) {
     char line[1024];
     std::vsnprintf(line, sizeof line, fmt, ap);
     std::string text(line);
-    while (!text.empty() && text.back() == '\n') text.pop_back();
+    while (!text.empty() && text.back() == '\n')
+        text.pop_back();
     bool forward;
     {
         std::lock_guard lock(libfuse_mutex);
@@ -37,10 +38,18 @@ void libfuse_log(fuse_log_level level, const char* fmt, va_list ap) {
     case FUSE_LOG_EMERG:
     case FUSE_LOG_ALERT:
     case FUSE_LOG_CRIT:
-    case FUSE_LOG_ERR: spdlog::error("libfuse: {}", text); break;
-    case FUSE_LOG_WARNING: spdlog::warn("libfuse: {}", text); break;
-    case FUSE_LOG_DEBUG: spdlog::debug("{}", text); break;
-    default: spdlog::info("libfuse: {}", text); break;
+    case FUSE_LOG_ERR:
+        spdlog::error("libfuse: {}", text);
+        break;
+    case FUSE_LOG_WARNING:
+        spdlog::warn("libfuse: {}", text);
+        break;
+    case FUSE_LOG_DEBUG:
+        spdlog::debug("{}", text);
+        break;
+    default:
+        spdlog::info("libfuse: {}", text);
+        break;
     }
 }
 

@@ -41,9 +41,11 @@ bool adapt_mount_helper_args(std::vector<std::string>& args) {
 int main(int argc, char** argv) {
     std::vector<std::string> args(argv, argv + argc);
     const std::string name = args[0].substr(args[0].find_last_of('/') + 1);
-    if (name.rfind("mount.", 0) == 0 && !adapt_mount_helper_args(args)) return splicefs::exit_code::ok;
+    if (name.rfind("mount.", 0) == 0 && !adapt_mount_helper_args(args))
+        return splicefs::exit_code::ok;
     // A source directory named "stats" must be written ./stats (or after --).
-    if (args.size() > 1 && args[1] == "stats") return splicefs::run_stats({args.begin() + 2, args.end()});
+    if (args.size() > 1 && args[1] == "stats")
+        return splicefs::run_stats({args.begin() + 2, args.end()});
 
     auto parsed = splicefs::parse_mount_args(args);
     switch (parsed.status) {
@@ -53,7 +55,8 @@ int main(int argc, char** argv) {
     case splicefs::ParseStatus::error:
         std::fprintf(stderr, "splicefs: %s\n", parsed.message.c_str());
         return splicefs::exit_code::usage;
-    case splicefs::ParseStatus::ok: break;
+    case splicefs::ParseStatus::ok:
+        break;
     }
     return splicefs::run_mount(std::move(parsed.options));
 }

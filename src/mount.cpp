@@ -12,10 +12,10 @@
 #include "util/size.hpp"
 
 #include <fcntl.h>
+#include <linux/fs.h>
 #include <poll.h>
 #include <spdlog/spdlog.h>
 #include <sys/eventfd.h>
-#include <linux/fs.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/signalfd.h>
@@ -46,7 +46,9 @@ std::string absolute(const std::string& path) {
     return realpath(path.c_str(), resolved) ? std::string(resolved) : std::string();
 }
 
-std::string describe_errno(int err) { return std::strerror(err); }
+std::string describe_errno(int err) {
+    return std::strerror(err);
+}
 
 // Checks SOURCE and MOUNTPOINT before anything is mounted.
 std::optional<MountError> check_paths(Options& opts) {
@@ -56,7 +58,8 @@ std::optional<MountError> check_paths(Options& opts) {
                           "source '" + opts.source + "': " + describe_errno(errno)};
     if (!S_ISDIR(st.st_mode) && !S_ISBLK(st.st_mode) && !S_ISREG(st.st_mode))
         return MountError{exit_code::mount_failed,
-                          "source '" + opts.source + "' is not a directory, block device or regular file"};
+                          "source '" + opts.source +
+                              "' is not a directory, block device or regular file"};
     if (access(opts.source.c_str(), S_ISDIR(st.st_mode) ? R_OK | X_OK : R_OK) < 0)
         return MountError{exit_code::mount_failed,
                           "source '" + opts.source + "' is not readable: " + describe_errno(errno)};
@@ -69,16 +72,18 @@ std::optional<MountError> check_paths(Options& opts) {
     if (!S_ISDIR(mst.st_mode) && !(S_ISREG(mst.st_mode) && !S_ISDIR(st.st_mode)))
         return MountError{exit_code::mount_failed,
                           "mountpoint '" + opts.mountpoint + "' is not a directory" +
-                              (S_ISREG(mst.st_mode) ? " (a file can only be the mountpoint of a single-file SOURCE)"
-                                                    : "")};
+                              (S_ISREG(mst.st_mode)
+                                   ? " (a file can only be the mountpoint of a single-file SOURCE)"
+                                   : "")};
     opts.mountpoint = absolute(opts.mountpoint);
     if (auto existing = util::find_mount(opts.mountpoint);
         existing && existing->fstype == "fuse.splicefs")
-        return MountError{exit_code::mount_failed,
-                          "mountpoint '" + opts.mountpoint + "' is already a splicefs mount (of " +
-                              existing->source + ")"};
+        return MountError{exit_code::mount_failed, "mountpoint '" + opts.mountpoint +
+                                                       "' is already a splicefs mount (of " +
+                                                       existing->source + ")"};
     if (access("/dev/fuse", R_OK | W_OK) < 0)
-        return MountError{exit_code::mount_failed, "cannot use /dev/fuse: " + describe_errno(errno)};
+        return MountError{exit_code::mount_failed,
+                          "cannot use /dev/fuse: " + describe_errno(errno)};
     return std::nullopt;
 }
 
@@ -99,8 +104,8 @@ std::optional<SingleFile> describe_single_file(Options& opts, const struct stat&
         uint64_t size = 0;
         int read_only = 0;
         if (!dev || ioctl(dev.get(), BLKGETSIZE64, &size) < 0) {
-            std::fprintf(stderr, "splicefs: source '%s': cannot read the device size: %s\n", opts.source.c_str(),
-                         std::strerror(errno));
+            std::fprintf(stderr, "splicefs: source '%s': cannot read the device size: %s\n",
+                         opts.source.c_str(), std::strerror(errno));
             return std::nullopt;
         }
         if (ioctl(dev.get(), BLKROGET, &read_only) == 0 && read_only) writable = false;
@@ -125,10 +130,12 @@ std::string escape_option(const std::string& value) {
 }
 
 std::string libfuse_mount_options(const Options& opts, const Limits& limits) {
-    std::string list = "fsname=" + escape_option(opts.fsname.empty() ? opts.source : opts.fsname) +
-                       ",subtype=" + escape_option(opts.subtype.empty() ? "splicefs" : opts.subtype) +
-                       ",max_read=" + std::to_string(limits.max_read);
-    for (const auto& option : opts.fuse_options) list += "," + option;
+    std::string list =
+        "fsname=" + escape_option(opts.fsname.empty() ? opts.source : opts.fsname) +
+        ",subtype=" + escape_option(opts.subtype.empty() ? "splicefs" : opts.subtype) +
+        ",max_read=" + std::to_string(limits.max_read);
+    for (const auto& option : opts.fuse_options)
+        list += "," + option;
     // Without default_permissions every user of an allow_other mount would
     // act with the daemon's rights.
     if (opts.allow_other && !opts.default_permissions) list += ",default_permissions";
@@ -182,7 +189,8 @@ bool still_mounted(const std::string& mountpoint, dev_t dev) {
     if (::read(report_fd, &code, 1) == 1) {
         char buf[1024];
         ssize_t n;
-        while ((n = ::read(report_fd, buf, sizeof buf)) > 0) message.append(buf, static_cast<size_t>(n));
+        while ((n = ::read(report_fd, buf, sizeof buf)) > 0)
+            message.append(buf, static_cast<size_t>(n));
     } else {
         message = "the daemon exited before the mount was ready";
     }
@@ -231,7 +239,8 @@ int run_mount(Options opts) {
     util::Fd source_fd(::open(opts.source.c_str(), O_PATH | O_CLOEXEC));
     struct stat source_st {};
     if (!source_fd || fstat(source_fd.get(), &source_st) < 0) {
-        std::fprintf(stderr, "splicefs: source '%s': %s\n", opts.source.c_str(), std::strerror(errno));
+        std::fprintf(stderr, "splicefs: source '%s': %s\n", opts.source.c_str(),
+                     std::strerror(errno));
         return exit_code::mount_failed;
     }
     std::optional<SingleFile> single_file;
@@ -262,18 +271,27 @@ int run_mount(Options opts) {
     }
     const Limits& limits = fs->stats.limits;
     if (!limits.clamp_reason.empty()) {
-        const std::string line = "max reply " + util::exact_size(limits.max_reply) + " instead of " +
-                                 util::exact_size(limits.max_reply_requested ? limits.max_reply_requested
-                                                                             : limits.max_reply + 4096) +
-                                 ": " + limits.clamp_reason;
+        const std::string line =
+            "max reply " + util::exact_size(limits.max_reply) + " instead of " +
+            util::exact_size(limits.max_reply_requested ? limits.max_reply_requested
+                                                        : limits.max_reply + 4096) +
+            ": " + limits.clamp_reason;
         // Asked for: say so. Not asked for: the default is "largest that splices".
-        if (opts.max_reply) spdlog::warn("{}", line);
-        else spdlog::debug("{}", line);
+        if (opts.max_reply)
+            spdlog::warn("{}", line);
+        else
+            spdlog::debug("{}", line);
     }
     switch (opts.cache) {
-    case CachePolicy::auto_: fs->timeout = 1.0; break;
-    case CachePolicy::always: fs->timeout = 86400.0; break;
-    case CachePolicy::never: fs->timeout = 0.0; break;
+    case CachePolicy::auto_:
+        fs->timeout = 1.0;
+        break;
+    case CachePolicy::always:
+        fs->timeout = 86400.0;
+        break;
+    case CachePolicy::never:
+        fs->timeout = 0.0;
+        break;
     }
     fs->act_as_caller = geteuid() == 0;
     {
@@ -286,9 +304,11 @@ int run_mount(Options opts) {
     std::vector<std::string> fuse_argv_storage{"splicefs", "-o", mount_options};
     if (opts.debug) fuse_argv_storage.emplace_back("-d");
     std::vector<char*> fuse_argv;
-    for (auto& arg : fuse_argv_storage) fuse_argv.push_back(arg.data());
+    for (auto& arg : fuse_argv_storage)
+        fuse_argv.push_back(arg.data());
     fuse_args args = FUSE_ARGS_INIT(static_cast<int>(fuse_argv.size()), fuse_argv.data());
-    fuse_session* session = fuse_session_new(&args, &operations(), sizeof(fuse_lowlevel_ops), fs.get());
+    fuse_session* session =
+        fuse_session_new(&args, &operations(), sizeof(fuse_lowlevel_ops), fs.get());
     fuse_opt_free_args(&args); // libfuse may have copied and extended them
     if (!session) {
         std::fprintf(stderr, "splicefs: invalid mount options '%s': %s\n", mount_options.c_str(),
@@ -366,8 +386,8 @@ int run_mount(Options opts) {
     fs->stats.limits.readahead = set_readahead(opts.mountpoint, limits.max_reply);
     if (std::string error = stats_server.start(root_st.st_dev); !error.empty())
         spdlog::warn("stats will not be available: {}", error);
-    spdlog::info("mounted {} on {} (splice {}, max reply {}, {} threads)", opts.source, opts.mountpoint,
-                 limits.splice_mode, util::exact_size(limits.max_reply), threads);
+    spdlog::info("mounted {} on {} (splice {}, max reply {}, {} threads)", opts.source,
+                 opts.mountpoint, limits.splice_mode, util::exact_size(limits.max_reply), threads);
     reporter.report(exit_code::ok, "");
     if (!opts.foreground) redirect_stdio_to_null();
 
@@ -388,7 +408,8 @@ int run_mount(Options opts) {
             (void)!::read(workers_exited.get(), &count, sizeof count);
             // A worker only stops when the connection is gone or broken; make
             // sure no mount is left that nobody serves.
-            if (!detached && still_mounted(opts.mountpoint, root_st.st_dev)) detach(opts.mountpoint);
+            if (!detached && still_mounted(opts.mountpoint, root_st.st_dev))
+                detach(opts.mountpoint);
             detached = true;
         }
     }

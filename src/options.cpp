@@ -13,19 +13,26 @@ namespace splicefs {
 
 const char* to_string(SpliceMode mode) {
     switch (mode) {
-    case SpliceMode::off: return "off";
-    case SpliceMode::read: return "read";
-    case SpliceMode::write: return "write";
-    case SpliceMode::all: return "all";
+    case SpliceMode::off:
+        return "off";
+    case SpliceMode::read:
+        return "read";
+    case SpliceMode::write:
+        return "write";
+    case SpliceMode::all:
+        return "all";
     }
     return "?";
 }
 
 const char* to_string(CachePolicy policy) {
     switch (policy) {
-    case CachePolicy::auto_: return "auto";
-    case CachePolicy::always: return "always";
-    case CachePolicy::never: return "never";
+    case CachePolicy::auto_:
+        return "auto";
+    case CachePolicy::always:
+        return "always";
+    case CachePolicy::never:
+        return "never";
     }
     return "?";
 }
@@ -42,9 +49,11 @@ constexpr unsigned max_threads = 1024;
 
 // Options libfuse's mount understands and that splicefs passes on as they are.
 constexpr std::array<const char*, 20> fuse_flag_options{
-    "allow_other", "allow_root", "auto_unmount", "default_permissions", "ro", "rw",
-    "dev", "nodev", "suid", "nosuid", "exec", "noexec", "async", "sync", "dirsync",
-    "atime", "noatime", "relatime", "nodiratime", "strictatime"};
+    "allow_other", "allow_root", "auto_unmount", "default_permissions",
+    "ro",          "rw",         "dev",          "nodev",
+    "suid",        "nosuid",     "exec",         "noexec",
+    "async",       "sync",       "dirsync",      "atime",
+    "noatime",     "relatime",   "nodiratime",   "strictatime"};
 
 // Options that only mean something to mount(8), fstab or systemd: accepted and
 // dropped, as sshfs does.
@@ -100,8 +109,8 @@ std::string dashed(std::string key) {
 }
 
 struct Expanded {
-    std::vector<std::string> argv;          // for CLI11, without any -o
-    std::vector<std::string> fuse_options;  // for libfuse
+    std::vector<std::string> argv;         // for CLI11, without any -o
+    std::vector<std::string> fuse_options; // for libfuse
     std::string error;
 };
 
@@ -181,10 +190,14 @@ bool parse_enum(const std::string& text, const std::array<std::pair<const char*,
 }
 
 constexpr std::array<std::pair<const char*, SpliceMode>, 4> splice_names{
-    {{"off", SpliceMode::off}, {"read", SpliceMode::read}, {"write", SpliceMode::write}, {"all", SpliceMode::all}}};
+    {{"off", SpliceMode::off},
+     {"read", SpliceMode::read},
+     {"write", SpliceMode::write},
+     {"all", SpliceMode::all}}};
 constexpr std::array<std::pair<const char*, CachePolicy>, 3> cache_names{
     {{"auto", CachePolicy::auto_}, {"always", CachePolicy::always}, {"never", CachePolicy::never}}};
-constexpr std::array<const char*, 7> log_levels{"trace", "debug", "info", "warn", "error", "critical", "off"};
+constexpr std::array<const char*, 7> log_levels{"trace", "debug",    "info", "warn",
+                                                "error", "critical", "off"};
 
 std::string help_footer() {
     return R"(
@@ -212,7 +225,8 @@ Exit status: 0 success, 1 usage error, 2 daemon failure after mounting,
 
 std::vector<std::string> long_option_names() {
     std::vector<std::string> names;
-    for (const auto& spec : mount_long_options) names.emplace_back(spec.name);
+    for (const auto& spec : mount_long_options)
+        names.emplace_back(spec.name);
     names.emplace_back("version");
     return names;
 }
@@ -232,8 +246,9 @@ ParseResult parse_mount_args(const std::vector<std::string>& args) {
     std::string threads_text, cache_text, splice_text, max_reply_text;
     std::vector<std::string> positionals;
 
-    CLI::App app{"splicefs: a passthrough FUSE filesystem whose file data moves by splice, without copies",
-                 "splicefs"};
+    CLI::App app{
+        "splicefs: a passthrough FUSE filesystem whose file data moves by splice, without copies",
+        "splicefs"};
     app.set_help_flag(); // our own, so that -h prints and exits 0 through our path
     bool want_help = false, want_version = false;
     app.add_flag("-h,--help", want_help, "Print this help and exit");
@@ -288,9 +303,10 @@ ParseResult parse_mount_args(const std::vector<std::string>& args) {
     if (app.count("--threads")) {
         std::string error;
         const auto n = util::parse_size(threads_text, &error);
-        if (!n || threads_text.find_first_not_of("0123456789") != std::string::npos || *n > max_threads)
-            return fail("--threads must be a whole number from 1 to " + std::to_string(max_threads) +
-                        ", not '" + threads_text + "'");
+        if (!n || threads_text.find_first_not_of("0123456789") != std::string::npos ||
+            *n > max_threads)
+            return fail("--threads must be a whole number from 1 to " +
+                        std::to_string(max_threads) + ", not '" + threads_text + "'");
         o.threads = static_cast<unsigned>(*n);
     }
     if (std::find(log_levels.begin(), log_levels.end(), o.log_level) == log_levels.end())
@@ -317,13 +333,23 @@ ParseResult parse_mount_args(const std::vector<std::string>& args) {
     o.mountpoint = positionals[1];
 
     for (const auto& opt : expanded.fuse_options) {
-        if (opt == "allow_other") o.allow_other = true;
-        else if (opt == "default_permissions") o.default_permissions = true;
-        else if (opt == "ro") o.read_only = true;
-        else if (opt == "rw") o.read_only = false;
-        else if (opt == "auto_unmount") o.auto_unmount = true;
-        else if (opt.rfind("fsname=", 0) == 0) { o.fsname = opt.substr(7); continue; }
-        else if (opt.rfind("subtype=", 0) == 0) { o.subtype = opt.substr(8); continue; }
+        if (opt == "allow_other")
+            o.allow_other = true;
+        else if (opt == "default_permissions")
+            o.default_permissions = true;
+        else if (opt == "ro")
+            o.read_only = true;
+        else if (opt == "rw")
+            o.read_only = false;
+        else if (opt == "auto_unmount")
+            o.auto_unmount = true;
+        else if (opt.rfind("fsname=", 0) == 0) {
+            o.fsname = opt.substr(7);
+            continue;
+        } else if (opt.rfind("subtype=", 0) == 0) {
+            o.subtype = opt.substr(8);
+            continue;
+        }
         if (opt != "rw") o.fuse_options.push_back(opt);
     }
     return result;

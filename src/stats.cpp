@@ -6,14 +6,22 @@ namespace splicefs {
 
 const char* to_string(CopyReason reason) {
     switch (reason) {
-    case CopyReason::splice_off: return "splice_off";
-    case CopyReason::small: return "small";
-    case CopyReason::pipe_too_small: return "pipe_too_small";
-    case CopyReason::source_refused: return "source_refused";
-    case CopyReason::short_read: return "short_read";
-    case CopyReason::pipe_error: return "pipe_error";
-    case CopyReason::error: return "error";
-    case CopyReason::count_: break;
+    case CopyReason::splice_off:
+        return "splice_off";
+    case CopyReason::small:
+        return "small";
+    case CopyReason::pipe_too_small:
+        return "pipe_too_small";
+    case CopyReason::source_refused:
+        return "source_refused";
+    case CopyReason::short_read:
+        return "short_read";
+    case CopyReason::pipe_error:
+        return "pipe_error";
+    case CopyReason::error:
+        return "error";
+    case CopyReason::count_:
+        break;
     }
     return "?";
 }
@@ -36,7 +44,8 @@ void add(DirectionTotals& total, const DirectionCounters& counters) {
     total.spliced_bytes += counters.spliced_bytes.get();
     total.copied_count += counters.copied_count.get();
     total.copied_bytes += counters.copied_bytes.get();
-    for (size_t i = 0; i < copy_reason_count; ++i) total.copy_reasons[i] += counters.copy_reasons[i].get();
+    for (size_t i = 0; i < copy_reason_count; ++i)
+        total.copy_reasons[i] += counters.copy_reasons[i].get();
 }
 } // namespace
 
@@ -46,7 +55,8 @@ Totals Stats::totals() const {
     for (const auto& thread : threads_) {
         add(totals.read, thread->read);
         add(totals.write, thread->write);
-        for (size_t i = 0; i < histogram_buckets; ++i) totals.read_sizes[i] += thread->read_sizes[i].get();
+        for (size_t i = 0; i < histogram_buckets; ++i)
+            totals.read_sizes[i] += thread->read_sizes[i].get();
         totals.read_full_size += thread->read_full_size.get();
     }
     return totals;

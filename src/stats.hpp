@@ -35,7 +35,9 @@ size_t histogram_bucket(uint64_t bytes);
 
 class Counter {
   public:
-    void add(uint64_t n) { value_.store(value_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed); }
+    void add(uint64_t n) {
+        value_.store(value_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+    }
     uint64_t get() const { return value_.load(std::memory_order_relaxed); }
 
   private:

@@ -44,7 +44,8 @@ std::vector<std::string> socket_candidates(const util::MountEntry& mount) {
     const uid_t owner = mount_owner(mount);
     std::vector<std::string> paths;
     if (owner == geteuid()) paths.push_back(stats_socket_path(owner, dev));
-    const std::string name = "/" + std::to_string(mount.major) + ":" + std::to_string(mount.minor) + ".sock";
+    const std::string name =
+        "/" + std::to_string(mount.major) + ":" + std::to_string(mount.minor) + ".sock";
     if (owner == 0) paths.push_back("/run/splicefs" + name);
     paths.push_back("/run/user/" + std::to_string(owner) + "/splicefs" + name);
     paths.push_back("/tmp/splicefs-" + std::to_string(owner) + name);
@@ -71,15 +72,18 @@ std::optional<Report> fetch(const util::MountEntry& mount, std::string& error) {
         std::string text;
         char buf[4096];
         ssize_t n;
-        while ((n = read(fd, buf, sizeof buf)) > 0) text.append(buf, static_cast<size_t>(n));
+        while ((n = read(fd, buf, sizeof buf)) > 0)
+            text.append(buf, static_cast<size_t>(n));
         const int read_errno = errno;
         close(fd);
         if (n < 0) {
-            error = read_errno == EAGAIN ? "the daemon did not answer within 1 s" : std::strerror(read_errno);
+            error = read_errno == EAGAIN ? "the daemon did not answer within 1 s"
+                                         : std::strerror(read_errno);
             return std::nullopt;
         }
         if (text.empty()) {
-            error = "the daemon refused the request (only the mounting user and root may read stats)";
+            error =
+                "the daemon refused the request (only the mounting user and root may read stats)";
             return std::nullopt;
         }
         return decode_report(text);
@@ -100,15 +104,19 @@ std::string percent(uint64_t part, uint64_t whole) {
 std::string json_string(const std::string& s) {
     std::string out = "\"";
     for (unsigned char c : s) {
-        if (c == '"' || c == '\\') out += '\\', out += static_cast<char>(c);
-        else if (c < 0x20) out += fmt::format("\\u{:04x}", c);
-        else out += static_cast<char>(c);
+        if (c == '"' || c == '\\')
+            out += '\\', out += static_cast<char>(c);
+        else if (c < 0x20)
+            out += fmt::format("\\u{:04x}", c);
+        else
+            out += static_cast<char>(c);
     }
     return out + "\"";
 }
 
 // Keys below `prefix.` as (suffix, value).
-std::vector<std::pair<std::string, std::string>> with_prefix(const Report& r, const std::string& prefix) {
+std::vector<std::pair<std::string, std::string>> with_prefix(const Report& r,
+                                                             const std::string& prefix) {
     std::vector<std::pair<std::string, std::string>> out;
     for (const auto& [k, v] : r)
         if (k.rfind(prefix + ".", 0) == 0) out.emplace_back(k.substr(prefix.size() + 1), v);
@@ -125,11 +133,13 @@ std::string json_counter_object(const Report& r, const std::string& prefix) {
     return out + "}";
 }
 
-std::string json_direction(const Report& r, const std::string& dir, const std::string& unit, bool histogram) {
+std::string json_direction(const Report& r, const std::string& dir, const std::string& unit,
+                           bool histogram) {
     std::string out = "{";
     for (const char* field : {"", "spliced_", "copied_"}) {
         out += fmt::format("\"{0}{1}\": {2}, \"{0}bytes\": {3}, ", field, unit,
-                           number(r, dir + "." + field + unit), number(r, dir + "." + field + "bytes"));
+                           number(r, dir + "." + field + unit),
+                           number(r, dir + "." + field + "bytes"));
     }
     out += "\"copy_reasons\": " + json_counter_object(r, dir + ".copy_reasons");
     if (histogram) {
@@ -149,10 +159,11 @@ std::string json_mount(const Report& r) {
     out += ", \"splice_move\": " + std::string(number(r, "splice_move") ? "true" : "false");
     out += ", \"cache\": " + json_string(report_value(r, "cache"));
     out += ", \"threads\": " + report_value(r, "threads");
-    for (const char* key : {"max_reply", "max_reply_requested", "max_read", "max_write", "max_pages", "pipe_size",
-                            "readahead", "inodes"})
+    for (const char* key : {"max_reply", "max_reply_requested", "max_read", "max_write",
+                            "max_pages", "pipe_size", "readahead", "inodes"})
         out += fmt::format(", \"{}\": {}", key, number(r, key));
-    out += ", \"max_reply_clamp_reason\": " + json_string(report_value(r, "max_reply_clamp_reason"));
+    out +=
+        ", \"max_reply_clamp_reason\": " + json_string(report_value(r, "max_reply_clamp_reason"));
     out += ", \"read\": " + json_direction(r, "read", "replies", true);
     out += ", \"write\": " + json_direction(r, "write", "requests", false);
     return out + "}";
@@ -161,33 +172,42 @@ std::string json_mount(const Report& r) {
 std::string human_mount(const Report& r, const Report* previous, double interval, bool colour) {
     const std::string bold = colour ? "\033[1m" : "", reset = colour ? "\033[0m" : "";
     std::string out;
-    const double up = std::stod(report_value(r, "uptime_seconds").empty() ? "0" : report_value(r, "uptime_seconds"));
-    out += fmt::format("{}{}{}  source {}, pid {}, up {}s\n", bold, report_value(r, "mountpoint"), reset,
-                       report_value(r, "source"), report_value(r, "pid"), static_cast<uint64_t>(up));
+    const double up = std::stod(
+        report_value(r, "uptime_seconds").empty() ? "0" : report_value(r, "uptime_seconds"));
+    out += fmt::format("{}{}{}  source {}, pid {}, up {}s\n", bold, report_value(r, "mountpoint"),
+                       reset, report_value(r, "source"), report_value(r, "pid"),
+                       static_cast<uint64_t>(up));
     out += fmt::format("  splice {}{}, cache {}, {} threads\n", report_value(r, "splice"),
-                       number(r, "splice_move") ? " (move)" : "", report_value(r, "cache"), report_value(r, "threads"));
-    out += fmt::format("  sizes: max reply {}, max_read {}, max_write {}, max_pages {}, pipe {}, readahead {}\n",
-                       util::exact_size(number(r, "max_reply")), util::exact_size(number(r, "max_read")),
-                       util::exact_size(number(r, "max_write")), number(r, "max_pages"),
-                       util::exact_size(number(r, "pipe_size")), util::exact_size(number(r, "readahead")));
+                       number(r, "splice_move") ? " (move)" : "", report_value(r, "cache"),
+                       report_value(r, "threads"));
+    out += fmt::format(
+        "  sizes: max reply {}, max_read {}, max_write {}, max_pages {}, pipe {}, readahead {}\n",
+        util::exact_size(number(r, "max_reply")), util::exact_size(number(r, "max_read")),
+        util::exact_size(number(r, "max_write")), number(r, "max_pages"),
+        util::exact_size(number(r, "pipe_size")), util::exact_size(number(r, "readahead")));
     if (!report_value(r, "max_reply_clamp_reason").empty())
         out += fmt::format("  max reply clamped: {}\n", report_value(r, "max_reply_clamp_reason"));
     auto direction = [&](const std::string& dir, const std::string& unit, const char* title) {
         const Report& base = previous ? *previous : Report{};
-        auto delta = [&](const std::string& key) { return number(r, key) - (previous ? number(base, key) : 0); };
+        auto delta = [&](const std::string& key) {
+            return number(r, key) - (previous ? number(base, key) : 0);
+        };
         const uint64_t count = delta(dir + "." + unit), bytes = delta(dir + ".bytes");
         const uint64_t sc = delta(dir + ".spliced_" + unit), sb = delta(dir + ".spliced_bytes");
         const uint64_t cc = delta(dir + ".copied_" + unit), cb = delta(dir + ".copied_bytes");
-        out += fmt::format("  {}{:<6}{}{} {}, {}", bold, title, reset, count, unit, util::human_bytes(bytes));
+        out += fmt::format("  {}{:<6}{}{} {}, {}", bold, title, reset, count, unit,
+                           util::human_bytes(bytes));
         if (previous && interval > 0)
-            out += fmt::format(" ({:.1f} MiB/s)", static_cast<double>(bytes) / interval / (1 << 20));
-        out += fmt::format("\n         spliced {} ({}), {} ({})\n", sc, percent(sc, count), util::human_bytes(sb),
-                           percent(sb, bytes));
-        out += fmt::format("         copied  {} ({}), {} ({})\n", cc, percent(cc, count), util::human_bytes(cb),
-                           percent(cb, bytes));
+            out +=
+                fmt::format(" ({:.1f} MiB/s)", static_cast<double>(bytes) / interval / (1 << 20));
+        out += fmt::format("\n         spliced {} ({}), {} ({})\n", sc, percent(sc, count),
+                           util::human_bytes(sb), percent(sb, bytes));
+        out += fmt::format("         copied  {} ({}), {} ({})\n", cc, percent(cc, count),
+                           util::human_bytes(cb), percent(cb, bytes));
         std::string reasons;
         for (const auto& [k, v] : with_prefix(r, dir + ".copy_reasons")) {
-            const uint64_t n = std::stoull(v) - (previous ? number(base, dir + ".copy_reasons." + k) : 0);
+            const uint64_t n =
+                std::stoull(v) - (previous ? number(base, dir + ".copy_reasons." + k) : 0);
             if (n) reasons += fmt::format("{}{} {}", reasons.empty() ? "" : ", ", k, n);
         }
         if (!reasons.empty()) out += "         copy reasons: " + reasons + "\n";
@@ -195,7 +215,8 @@ std::string human_mount(const Report& r, const Report* previous, double interval
     direction("read", "replies", "READ");
     std::string sizes;
     for (const auto& [k, v] : with_prefix(r, "read.size_histogram"))
-        sizes += fmt::format("{}<={} {}", sizes.empty() ? "" : ", ", util::exact_size(std::stoull(k)), v);
+        sizes += fmt::format("{}<={} {}", sizes.empty() ? "" : ", ",
+                             util::exact_size(std::stoull(k)), v);
     if (!sizes.empty()) out += "         reply sizes: " + sizes + "\n";
     direction("write", "requests", "WRITE");
     return out;
@@ -204,9 +225,12 @@ std::string human_mount(const Report& r, const Report* previous, double interval
 std::string prometheus_label(const std::string& s) {
     std::string out;
     for (char c : s) {
-        if (c == '\\' || c == '"') out += '\\', out += c;
-        else if (c == '\n') out += "\\n";
-        else out += c;
+        if (c == '\\' || c == '"')
+            out += '\\', out += c;
+        else if (c == '\n')
+            out += "\\n";
+        else
+            out += c;
     }
     return out;
 }
@@ -215,9 +239,12 @@ std::string prometheus(const std::vector<MountReport>& reports) {
     std::string out;
     auto family = [&](const std::string& name, const char* type, const char* help, auto each) {
         out += fmt::format("# HELP {} {}\n# TYPE {} {}\n", name, help, name, type);
-        for (const auto& m : reports) each(m.report, "mountpoint=\"" + prometheus_label(report_value(m.report, "mountpoint")) + "\"");
+        for (const auto& m : reports)
+            each(m.report,
+                 "mountpoint=\"" + prometheus_label(report_value(m.report, "mountpoint")) + "\"");
     };
-    auto by_path = [&](const std::string& name, const char* help, const std::string& dir, const std::string& what) {
+    auto by_path = [&](const std::string& name, const char* help, const std::string& dir,
+                       const std::string& what) {
         family(name, "counter", help, [&](const Report& r, const std::string& mp) {
             for (const char* path : {"spliced", "copied"})
                 out += fmt::format("{}{{{},path=\"{}\"}} {}\n", name, mp, path,
@@ -230,31 +257,40 @@ std::string prometheus(const std::vector<MountReport>& reports) {
                 out += fmt::format("{}{{{},reason=\"{}\"}} {}\n", name, mp, k, v);
         });
     };
-    by_path("splicefs_read_replies_total", "READ replies sent, by path (spliced or copied).", "read", "replies");
-    by_path("splicefs_read_bytes_total", "File bytes sent in READ replies, by path.", "read", "bytes");
+    by_path("splicefs_read_replies_total", "READ replies sent, by path (spliced or copied).",
+            "read", "replies");
+    by_path("splicefs_read_bytes_total", "File bytes sent in READ replies, by path.", "read",
+            "bytes");
     reasons("splicefs_read_copies_total", "READ replies copied, by reason.", "read");
-    by_path("splicefs_write_requests_total", "WRITE requests served, by path.", "write", "requests");
-    by_path("splicefs_write_bytes_total", "File bytes written by WRITE requests, by path.", "write", "bytes");
+    by_path("splicefs_write_requests_total", "WRITE requests served, by path.", "write",
+            "requests");
+    by_path("splicefs_write_bytes_total", "File bytes written by WRITE requests, by path.", "write",
+            "bytes");
     reasons("splicefs_write_copies_total", "WRITE requests copied, by reason.", "write");
     family("splicefs_read_reply_size_bytes", "histogram", "Sizes of READ replies.",
            [&](const Report& r, const std::string& mp) {
                uint64_t cumulative = 0;
                for (const auto& [k, v] : with_prefix(r, "read.size_histogram")) {
                    cumulative += std::stoull(v);
-                   out += fmt::format("splicefs_read_reply_size_bytes_bucket{{{},le=\"{}\"}} {}\n", mp, k, cumulative);
+                   out += fmt::format("splicefs_read_reply_size_bytes_bucket{{{},le=\"{}\"}} {}\n",
+                                      mp, k, cumulative);
                }
-               out += fmt::format("splicefs_read_reply_size_bytes_bucket{{{},le=\"+Inf\"}} {}\n", mp,
+               out += fmt::format("splicefs_read_reply_size_bytes_bucket{{{},le=\"+Inf\"}} {}\n",
+                                  mp, number(r, "read.replies"));
+               out += fmt::format("splicefs_read_reply_size_bytes_sum{{{}}} {}\n", mp,
+                                  number(r, "read.bytes"));
+               out += fmt::format("splicefs_read_reply_size_bytes_count{{{}}} {}\n", mp,
                                   number(r, "read.replies"));
-               out += fmt::format("splicefs_read_reply_size_bytes_sum{{{}}} {}\n", mp, number(r, "read.bytes"));
-               out += fmt::format("splicefs_read_reply_size_bytes_count{{{}}} {}\n", mp, number(r, "read.replies"));
            });
     family("splicefs_max_reply_bytes", "gauge", "Largest READ reply and WRITE request in force.",
            [&](const Report& r, const std::string& mp) {
-               out += fmt::format("splicefs_max_reply_bytes{{{}}} {}\n", mp, number(r, "max_reply"));
+               out +=
+                   fmt::format("splicefs_max_reply_bytes{{{}}} {}\n", mp, number(r, "max_reply"));
            });
     family("splicefs_start_time_seconds", "gauge", "When the mount's daemon started (Unix time).",
            [&](const Report& r, const std::string& mp) {
-               out += fmt::format("splicefs_start_time_seconds{{{}}} {}\n", mp, number(r, "started_unix"));
+               out += fmt::format("splicefs_start_time_seconds{{{}}} {}\n", mp,
+                                  number(r, "started_unix"));
            });
     return out;
 }
@@ -275,7 +311,8 @@ int run_stats(const std::vector<std::string>& args) {
         ->expected(0, 1)
         ->default_str("2")
         ->type_name("SECONDS");
-    app.add_option("mountpoints", paths, "splicefs mountpoints (default: all)")->type_name("MOUNTPOINT");
+    app.add_option("mountpoints", paths, "splicefs mountpoints (default: all)")
+        ->type_name("MOUNTPOINT");
     std::vector<std::string> reversed(args.rbegin(), args.rend());
     try {
         app.parse(reversed);
@@ -287,10 +324,13 @@ int run_stats(const std::vector<std::string>& args) {
         return exit_code::usage;
     }
     Format format = Format::human;
-    if (json || format_text == "json") format = Format::json;
-    else if (format_text == "prometheus") format = Format::prometheus;
+    if (json || format_text == "json")
+        format = Format::json;
+    else if (format_text == "prometheus")
+        format = Format::prometheus;
     else if (format_text != "human") {
-        std::fprintf(stderr, "splicefs stats: unknown format '%s' (use human, json or prometheus)\n",
+        std::fprintf(stderr,
+                     "splicefs stats: unknown format '%s' (use human, json or prometheus)\n",
                      format_text.c_str());
         return exit_code::usage;
     }
@@ -326,16 +366,19 @@ int run_stats(const std::vector<std::string>& args) {
         std::vector<MountReport> reports;
         for (const auto& m : mounts) {
             std::string error;
-            if (auto report = fetch(m, error)) reports.push_back({m, std::move(*report)});
+            if (auto report = fetch(m, error))
+                reports.push_back({m, std::move(*report)});
             else if (first) {
-                std::fprintf(stderr, "splicefs stats: %s: %s\n", m.mountpoint.c_str(), error.c_str());
+                std::fprintf(stderr, "splicefs stats: %s: %s\n", m.mountpoint.c_str(),
+                             error.c_str());
                 status = exit_code::stats_failed;
             }
         }
         std::string out;
         if (format == Format::json) {
             out = "{\"schema_version\": 1, \"mounts\": [";
-            for (size_t i = 0; i < reports.size(); ++i) out += (i ? ", " : "") + json_mount(reports[i].report);
+            for (size_t i = 0; i < reports.size(); ++i)
+                out += (i ? ", " : "") + json_mount(reports[i].report);
             out += "]";
             if (watching) out += fmt::format(", \"interval_seconds\": {}", first ? 0.0 : interval);
             out += "}\n";
@@ -353,7 +396,8 @@ int run_stats(const std::vector<std::string>& args) {
         std::fflush(stdout);
         if (!watching) break;
         previous.clear();
-        for (auto& r : reports) previous.push_back(std::move(r.report));
+        for (auto& r : reports)
+            previous.push_back(std::move(r.report));
         std::this_thread::sleep_for(std::chrono::duration<double>(interval));
     }
     return status;

@@ -10,10 +10,14 @@ std::string encode_report(const Report& report) {
         out += key;
         out += ' ';
         for (char c : value) {
-            if (c == '\\') out += "\\\\";
-            else if (c == '\n') out += "\\n";
-            else if (c == '\r') out += "\\r";
-            else out += c;
+            if (c == '\\')
+                out += "\\\\";
+            else if (c == '\n')
+                out += "\\n";
+            else if (c == '\r')
+                out += "\\r";
+            else
+                out += c;
         }
         out += '\n';
     }

@@ -26,7 +26,8 @@ std::string stats_socket_dir(uid_t uid) {
 }
 
 std::string stats_socket_path(uid_t uid, dev_t dev) {
-    return stats_socket_dir(uid) + "/" + std::to_string(major(dev)) + ":" + std::to_string(minor(dev)) + ".sock";
+    return stats_socket_dir(uid) + "/" + std::to_string(major(dev)) + ":" +
+           std::to_string(minor(dev)) + ".sock";
 }
 
 std::string StatsServer::start(dev_t dev) {
@@ -43,7 +44,8 @@ std::string StatsServer::start(dev_t dev) {
     // Device numbers of FUSE mounts are reused: a socket of the same name
     // can only be left over from a daemon that died.
     unlink(path_.c_str());
-    if (bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0 || listen(listen_fd_, 16) < 0) {
+    if (bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0 ||
+        listen(listen_fd_, 16) < 0) {
         const std::string error = path_ + ": " + std::strerror(errno);
         close(listen_fd_);
         listen_fd_ = -1;
@@ -87,7 +89,8 @@ void StatsServer::serve() {
             const std::string text = report();
             size_t sent = 0;
             while (sent < text.size()) {
-                const ssize_t n = send(client, text.data() + sent, text.size() - sent, MSG_NOSIGNAL);
+                const ssize_t n =
+                    send(client, text.data() + sent, text.size() - sent, MSG_NOSIGNAL);
                 if (n <= 0) break;
                 sent += static_cast<size_t>(n);
             }
@@ -102,14 +105,18 @@ std::string StatsServer::report() const {
     const auto now = std::chrono::system_clock::now();
     Report r;
     auto add = [&](const std::string& key, const auto& value) {
-        if constexpr (std::is_convertible_v<decltype(value), std::string>) r.emplace_back(key, value);
-        else r.emplace_back(key, std::to_string(value));
+        if constexpr (std::is_convertible_v<decltype(value), std::string>)
+            r.emplace_back(key, value);
+        else
+            r.emplace_back(key, std::to_string(value));
     };
     add("mountpoint", fs_.opts.mountpoint);
     add("source", fs_.opts.source);
     add("pid", static_cast<long>(getpid()));
     add("uptime_seconds", std::chrono::duration<double>(now - fs_.stats.started).count());
-    add("started_unix", std::chrono::duration_cast<std::chrono::seconds>(fs_.stats.started.time_since_epoch()).count());
+    add("started_unix",
+        std::chrono::duration_cast<std::chrono::seconds>(fs_.stats.started.time_since_epoch())
+            .count());
     add("splice", l.splice_mode);
     add("splice_move", l.splice_move ? 1 : 0);
     add("cache", l.cache);
@@ -123,7 +130,8 @@ std::string StatsServer::report() const {
     add("pipe_size", l.pipe_size);
     add("readahead", l.readahead);
     add("inodes", fs_.inodes.size());
-    auto add_direction = [&](const std::string& prefix, const DirectionTotals& d, const char* unit) {
+    auto add_direction = [&](const std::string& prefix, const DirectionTotals& d,
+                             const char* unit) {
         add(prefix + "." + unit, d.count());
         add(prefix + ".bytes", d.bytes());
         add(prefix + ".spliced_" + unit, d.spliced_count);
@@ -131,12 +139,14 @@ std::string StatsServer::report() const {
         add(prefix + ".copied_" + unit, d.copied_count);
         add(prefix + ".copied_bytes", d.copied_bytes);
         for (size_t i = 0; i < copy_reason_count; ++i)
-            add(prefix + ".copy_reasons." + to_string(static_cast<CopyReason>(i)), d.copy_reasons[i]);
+            add(prefix + ".copy_reasons." + to_string(static_cast<CopyReason>(i)),
+                d.copy_reasons[i]);
     };
     add_direction("read", t.read, "replies");
     add("read.full_size_replies", t.read_full_size);
     for (size_t i = 0; i < histogram_buckets; ++i)
-        if (t.read_sizes[i]) add("read.size_histogram." + std::to_string(uint64_t{1} << i), t.read_sizes[i]);
+        if (t.read_sizes[i])
+            add("read.size_histogram." + std::to_string(uint64_t{1} << i), t.read_sizes[i]);
     add_direction("write", t.write, "requests");
     return encode_report(r);
 }

@@ -22,7 +22,8 @@ timespec time_to_set(const struct stat& attr, int to_set, bool atime) {
 }
 
 // Applies the changes in `to_set`, in the order chmod, chown, truncate, utimes.
-int apply_setattr(const Inode& inode, const struct stat& attr, int to_set, const fuse_file_info* fi) {
+int apply_setattr(const Inode& inode, const struct stat& attr, int to_set,
+                  const fuse_file_info* fi) {
     const int fd = fi ? handle_of(fi).fd.get() : -1;
     const bool is_symlink = S_ISLNK(inode.type);
     if (to_set & FUSE_SET_ATTR_MODE) {
@@ -34,18 +35,24 @@ int apply_setattr(const Inode& inode, const struct stat& attr, int to_set, const
     if (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
         const uid_t uid = (to_set & FUSE_SET_ATTR_UID) ? attr.st_uid : static_cast<uid_t>(-1);
         const gid_t gid = (to_set & FUSE_SET_ATTR_GID) ? attr.st_gid : static_cast<gid_t>(-1);
-        if (fchownat(inode.fd.get(), "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) return errno;
+        if (fchownat(inode.fd.get(), "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0)
+            return errno;
     }
     if (to_set & FUSE_SET_ATTR_SIZE) {
-        const int r = fd >= 0 ? ftruncate(fd, attr.st_size) : truncate(inode.proc_path().c_str(), attr.st_size);
+        const int r = fd >= 0 ? ftruncate(fd, attr.st_size)
+                              : truncate(inode.proc_path().c_str(), attr.st_size);
         if (r < 0) return errno;
     }
     if (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)) {
-        const timespec times[2] = {time_to_set(attr, to_set, true), time_to_set(attr, to_set, false)};
+        const timespec times[2] = {time_to_set(attr, to_set, true),
+                                   time_to_set(attr, to_set, false)};
         int r;
-        if (fd >= 0) r = futimens(fd, times);
-        else if (is_symlink) r = utimensat(inode.fd.get(), "", times, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
-        else r = utimensat(AT_FDCWD, inode.proc_path().c_str(), times, 0);
+        if (fd >= 0)
+            r = futimens(fd, times);
+        else if (is_symlink)
+            r = utimensat(inode.fd.get(), "", times, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
+        else
+            r = utimensat(AT_FDCWD, inode.proc_path().c_str(), times, 0);
         if (r < 0) return errno;
     }
     return 0;
@@ -57,8 +64,10 @@ void getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
     Filesystem& fs = fs_of(req);
     struct stat st {};
     const int err = fs.stat_source(fs.inodes.get(ino), st);
-    if (err) fuse_reply_err(req, err);
-    else fuse_reply_attr(req, &st, fs.timeout);
+    if (err)
+        fuse_reply_err(req, err);
+    else
+        fuse_reply_attr(req, &st, fs.timeout);
 }
 
 void setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info* fi) {
@@ -68,8 +77,10 @@ void setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse
     int err = apply_setattr(inode, *attr, to_set, fi);
     struct stat st {};
     if (!err) err = fs.stat_source(inode, st);
-    if (err) fuse_reply_err(req, err);
-    else fuse_reply_attr(req, &st, fs.timeout);
+    if (err)
+        fuse_reply_err(req, err);
+    else
+        fuse_reply_attr(req, &st, fs.timeout);
 }
 
 void readlink(fuse_req_t req, fuse_ino_t ino) {
@@ -85,8 +96,10 @@ void readlink(fuse_req_t req, fuse_ino_t ino) {
 
 void statfs(fuse_req_t req, fuse_ino_t ino) {
     struct statvfs sv {};
-    if (fstatvfs(fs_of(req).inodes.get(ino).fd.get(), &sv) < 0) fuse_reply_err(req, errno);
-    else fuse_reply_statfs(req, &sv);
+    if (fstatvfs(fs_of(req).inodes.get(ino).fd.get(), &sv) < 0)
+        fuse_reply_err(req, errno);
+    else
+        fuse_reply_statfs(req, &sv);
 }
 
 void access(fuse_req_t req, fuse_ino_t ino, int mask) {

@@ -17,14 +17,16 @@ namespace {
 
 struct DirHandle {
     DIR* dir = nullptr;
-    off_t offset = 0;          // position of `entry` in the stream
+    off_t offset = 0;               // position of `entry` in the stream
     struct dirent* entry = nullptr; // read but not yet returned (the reply was full)
     ~DirHandle() {
         if (dir) closedir(dir);
     }
 };
 
-DirHandle& dir_of(const fuse_file_info* fi) { return *reinterpret_cast<DirHandle*>(fi->fh); }
+DirHandle& dir_of(const fuse_file_info* fi) {
+    return *reinterpret_cast<DirHandle*>(fi->fh);
+}
 
 bool is_dot_or_dotdot(const char* name) {
     return name[0] == '.' && (name[1] == '\0' || (name[1] == '.' && name[2] == '\0'));
@@ -45,9 +47,11 @@ void readdir_synthetic_root(fuse_req_t req, size_t size, off_t offset, bool plus
         if (plus) {
             if (fuse_add_direntry_plus(req, nullptr, 0, name, nullptr, 0) > size - used) break;
             if (i == 2 && lookup_entry(fs, fs.inodes.root(), name, e) != 0) break;
-            entry_size = fuse_add_direntry_plus(req, buf.data() + used, size - used, name, &e, i + 1);
+            entry_size =
+                fuse_add_direntry_plus(req, buf.data() + used, size - used, name, &e, i + 1);
         } else {
-            entry_size = fuse_add_direntry(req, buf.data() + used, size - used, name, &e.attr, i + 1);
+            entry_size =
+                fuse_add_direntry(req, buf.data() + used, size - used, name, &e.attr, i + 1);
         }
         if (entry_size > size - used) break;
         used += entry_size;
@@ -55,7 +59,8 @@ void readdir_synthetic_root(fuse_req_t req, size_t size, off_t offset, bool plus
     fuse_reply_buf(req, buf.data(), used);
 }
 
-void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, fuse_file_info* fi, bool plus) {
+void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, fuse_file_info* fi,
+                bool plus) {
     Filesystem& fs = fs_of(req);
     if (fs.is_synthetic_root(ino)) return readdir_synthetic_root(req, size, offset, plus);
     DirHandle& d = dir_of(fi);
@@ -95,7 +100,8 @@ void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, fuse_
                     continue;
                 }
             }
-            entry_size = fuse_add_direntry_plus(req, buf.data() + used, size - used, name, &e, next);
+            entry_size =
+                fuse_add_direntry_plus(req, buf.data() + used, size - used, name, &e, next);
             if (entry_size > size - used) {
                 if (e.ino) fs.inodes.forget(e.ino, 1);
                 break;
@@ -112,8 +118,10 @@ void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, fuse_
         d.offset = next;
     }
     // An error after some entries is reported by the next call.
-    if (err && used == 0) fuse_reply_err(req, err);
-    else fuse_reply_buf(req, buf.data(), used);
+    if (err && used == 0)
+        fuse_reply_err(req, err);
+    else
+        fuse_reply_buf(req, buf.data(), used);
 }
 
 } // namespace

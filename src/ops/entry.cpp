@@ -24,7 +24,8 @@ int lookup_entry(Filesystem& fs, Inode& parent, const char* name, fuse_entry_par
     } else {
         // `..` of the root is the root: the mount shows nothing above SOURCE.
         const bool dotdot_of_root = in_root && std::strcmp(name, "..") == 0;
-        fd.reset(openat(parent.fd.get(), dotdot_of_root ? "." : name, O_PATH | O_NOFOLLOW | O_CLOEXEC));
+        fd.reset(
+            openat(parent.fd.get(), dotdot_of_root ? "." : name, O_PATH | O_NOFOLLOW | O_CLOEXEC));
     }
     if (!fd) return errno;
     if (const int err = fs.stat_source(fd.get(), e.attr)) return err;
@@ -46,16 +47,20 @@ void reply_created(fuse_req_t req, Inode& parent, const char* name, int result) 
     }
     fuse_entry_param e;
     const int err = lookup_entry(fs_of(req), parent, name, e);
-    if (err) fuse_reply_err(req, err);
-    else fuse_reply_entry(req, &e);
+    if (err)
+        fuse_reply_err(req, err);
+    else
+        fuse_reply_entry(req, &e);
 }
 
 void lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
     Filesystem& fs = fs_of(req);
     fuse_entry_param e;
     const int err = lookup_entry(fs, fs.inodes.get(parent), name, e);
-    if (err) fuse_reply_err(req, err);
-    else fuse_reply_entry(req, &e);
+    if (err)
+        fuse_reply_err(req, err);
+    else
+        fuse_reply_entry(req, &e);
 }
 
 void forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
@@ -65,7 +70,8 @@ void forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
 
 void forget_multi(fuse_req_t req, size_t count, fuse_forget_data* forgets) {
     Filesystem& fs = fs_of(req);
-    for (size_t i = 0; i < count; ++i) fs.inodes.forget(forgets[i].ino, forgets[i].nlookup);
+    for (size_t i = 0; i < count; ++i)
+        fs.inodes.forget(forgets[i].ino, forgets[i].nlookup);
     fuse_reply_none(req);
 }
 
@@ -135,8 +141,8 @@ void rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t newp
             const char* newname, unsigned int flags) {
     if (refused_in_synthetic_root(req, parent) || refused_in_synthetic_root(req, newparent)) return;
     Filesystem& fs = fs_of(req);
-    const int result = renameat2(fs.inodes.get(parent).fd.get(), name, fs.inodes.get(newparent).fd.get(),
-                                 newname, flags);
+    const int result = renameat2(fs.inodes.get(parent).fd.get(), name,
+                                 fs.inodes.get(newparent).fd.get(), newname, flags);
     fuse_reply_err(req, result < 0 ? errno : 0);
 }
 

@@ -55,8 +55,8 @@ void create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, fu
     Filesystem& fs = fs_of(req);
     Inode& dir = fs.inodes.get(parent);
     // O_NOFOLLOW stays: a symlink put in the name's place must not be followed.
-    const int flags = (source_open_flags(fs, fi->flags) | O_CREAT | O_NOFOLLOW) |
-                      (fi->flags & O_EXCL);
+    const int flags =
+        (source_open_flags(fs, fi->flags) | O_CREAT | O_NOFOLLOW) | (fi->flags & O_EXCL);
     util::Fd fd;
     {
         CallerCreds as_caller(fs, req);
@@ -97,23 +97,29 @@ void fsync(fuse_req_t req, fuse_ino_t, int datasync, fuse_file_info* fi) {
     fuse_reply_err(req, r < 0 ? errno : 0);
 }
 
-void fallocate(fuse_req_t req, fuse_ino_t, int mode, off_t offset, off_t length, fuse_file_info* fi) {
+void fallocate(fuse_req_t req, fuse_ino_t, int mode, off_t offset, off_t length,
+               fuse_file_info* fi) {
     const int r = ::fallocate(handle_of(fi).fd.get(), mode, offset, length);
     fuse_reply_err(req, r < 0 ? errno : 0);
 }
 
 void lseek(fuse_req_t req, fuse_ino_t, off_t off, int whence, fuse_file_info* fi) {
     const off_t result = ::lseek(handle_of(fi).fd.get(), off, whence);
-    if (result < 0) fuse_reply_err(req, errno);
-    else fuse_reply_lseek(req, result);
+    if (result < 0)
+        fuse_reply_err(req, errno);
+    else
+        fuse_reply_lseek(req, result);
 }
 
 void copy_file_range(fuse_req_t req, fuse_ino_t, off_t off_in, fuse_file_info* fi_in, fuse_ino_t,
                      off_t off_out, fuse_file_info* fi_out, size_t len, int flags) {
-    const ssize_t n = ::copy_file_range(handle_of(fi_in).fd.get(), &off_in, handle_of(fi_out).fd.get(),
-                                        &off_out, len, static_cast<unsigned>(flags));
-    if (n < 0) fuse_reply_err(req, errno);
-    else fuse_reply_write(req, static_cast<size_t>(n));
+    const ssize_t n =
+        ::copy_file_range(handle_of(fi_in).fd.get(), &off_in, handle_of(fi_out).fd.get(), &off_out,
+                          len, static_cast<unsigned>(flags));
+    if (n < 0)
+        fuse_reply_err(req, errno);
+    else
+        fuse_reply_write(req, static_cast<size_t>(n));
 }
 
 } // namespace splicefs::ops

@@ -30,8 +30,8 @@ void init(void* userdata, fuse_conn_info* conn) {
     // stays at 32 pages.
     limits.max_pages = (limits.max_write + 4095) / 4096;
     fs.initialized = true;
-    spdlog::debug("INIT: protocol 7.{}, max_write {}, max_read {}, max_readahead {}", conn->proto_minor,
-                  conn->max_write, conn->max_read, conn->max_readahead);
+    spdlog::debug("INIT: protocol 7.{}, max_write {}, max_read {}, max_readahead {}",
+                  conn->proto_minor, conn->max_write, conn->max_read, conn->max_readahead);
 }
 
 } // namespace splicefs::ops

@@ -15,14 +15,18 @@ namespace {
 template <typename Call> void reply_xattr_data(fuse_req_t req, size_t size, Call call) {
     std::vector<char> buf(size);
     const ssize_t n = call(size ? buf.data() : nullptr, size);
-    if (n < 0) fuse_reply_err(req, errno);
-    else if (size == 0) fuse_reply_xattr(req, static_cast<size_t>(n));
-    else fuse_reply_buf(req, buf.data(), static_cast<size_t>(n));
+    if (n < 0)
+        fuse_reply_err(req, errno);
+    else if (size == 0)
+        fuse_reply_xattr(req, static_cast<size_t>(n));
+    else
+        fuse_reply_buf(req, buf.data(), static_cast<size_t>(n));
 }
 
 } // namespace
 
-void setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size, int flags) {
+void setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size,
+              int flags) {
     if (refused_in_synthetic_root(req, ino)) return;
     const auto path = fs_of(req).inodes.get(ino).proc_path();
     fuse_reply_err(req, ::setxattr(path.c_str(), name, value, size, flags) < 0 ? errno : 0);
@@ -30,12 +34,14 @@ void setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* valu
 
 void getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
     const auto path = fs_of(req).inodes.get(ino).proc_path();
-    reply_xattr_data(req, size, [&](char* buf, size_t len) { return ::getxattr(path.c_str(), name, buf, len); });
+    reply_xattr_data(
+        req, size, [&](char* buf, size_t len) { return ::getxattr(path.c_str(), name, buf, len); });
 }
 
 void listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
     const auto path = fs_of(req).inodes.get(ino).proc_path();
-    reply_xattr_data(req, size, [&](char* buf, size_t len) { return ::listxattr(path.c_str(), buf, len); });
+    reply_xattr_data(req, size,
+                     [&](char* buf, size_t len) { return ::listxattr(path.c_str(), buf, len); });
 }
 
 void removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {

@@ -46,17 +46,20 @@ std::optional<uint64_t> parse_size(std::string_view text, std::string* error) {
     uint64_t value = 0;
     while (digits < text.size() && std::isdigit(static_cast<unsigned char>(text[digits]))) {
         const uint64_t digit = static_cast<uint64_t>(text[digits] - '0');
-        if (value > (UINT64_MAX - digit) / 10) return fail("size '" + std::string(text) + "' is too large");
+        if (value > (UINT64_MAX - digit) / 10)
+            return fail("size '" + std::string(text) + "' is too large");
         value = value * 10 + digit;
         ++digits;
     }
-    if (digits == 0) return fail("'" + std::string(text) + "' is not a size (expected e.g. 128K or 1M)");
+    if (digits == 0)
+        return fail("'" + std::string(text) + "' is not a size (expected e.g. 128K or 1M)");
     const auto suffix = text.substr(digits);
     if (!suffix.empty() && (suffix[0] == '.' || suffix[0] == ','))
         return fail("size '" + std::string(text) + "' must be a whole number of bytes");
     const auto shift = suffix_shift(suffix);
     if (!shift) return fail("'" + std::string(text) + "' has an unknown unit (use K, M or G)");
-    if (*shift > 0 && value > (UINT64_MAX >> *shift)) return fail("size '" + std::string(text) + "' is too large");
+    if (*shift > 0 && value > (UINT64_MAX >> *shift))
+        return fail("size '" + std::string(text) + "' is too large");
     value <<= *shift;
     if (value == 0) return fail("size must be greater than zero");
     return value;
@@ -79,7 +82,8 @@ std::string human_bytes(uint64_t bytes) {
 }
 
 std::string exact_size(uint64_t bytes) {
-    static constexpr std::array<std::pair<unsigned, char>, 3> units{{{30, 'G'}, {20, 'M'}, {10, 'K'}}};
+    static constexpr std::array<std::pair<unsigned, char>, 3> units{
+        {{30, 'G'}, {20, 'M'}, {10, 'K'}}};
     for (const auto& [shift, letter] : units) {
         const uint64_t unit = uint64_t{1} << shift;
         if (bytes >= unit && bytes % unit == 0) return std::to_string(bytes >> shift) + letter;

@@ -32,13 +32,12 @@ TEST(Options, MountFuse3Order) {
 }
 
 TEST(Options, OptionsBeforeBetweenAndAfterPositionals) {
-    for (auto args : std::vector<std::vector<std::string>>{
-             {"-o", "splice=off", "/src", "/mnt"},
-             {"/src", "-o", "splice=off", "/mnt"},
-             {"/src", "/mnt", "-osplice=off"},
-             {"--splice", "off", "/src", "/mnt"},
-             {"/src", "/mnt", "--splice=off"},
-             {"/src", "--splice", "off", "/mnt"}}) {
+    for (auto args : std::vector<std::vector<std::string>>{{"-o", "splice=off", "/src", "/mnt"},
+                                                           {"/src", "-o", "splice=off", "/mnt"},
+                                                           {"/src", "/mnt", "-osplice=off"},
+                                                           {"--splice", "off", "/src", "/mnt"},
+                                                           {"/src", "/mnt", "--splice=off"},
+                                                           {"/src", "--splice", "off", "/mnt"}}) {
         auto r = parse(args);
         ASSERT_EQ(r.status, ParseStatus::ok) << r.message;
         EXPECT_EQ(r.options.splice, SpliceMode::off);
@@ -48,15 +47,18 @@ TEST(Options, OptionsBeforeBetweenAndAfterPositionals) {
 }
 
 TEST(Options, FstabOnlyOptionsAreDropped) {
-    auto r = parse({"/src", "/mnt", "-o", "defaults,nofail,_netdev,noauto,auto,user,users,nouser,x-systemd.automount,comment=foo"});
+    auto r = parse(
+        {"/src", "/mnt", "-o",
+         "defaults,nofail,_netdev,noauto,auto,user,users,nouser,x-systemd.automount,comment=foo"});
     ASSERT_EQ(r.status, ParseStatus::ok) << r.message;
     EXPECT_TRUE(r.options.fuse_options.empty());
 }
 
 TEST(Options, EveryLongOptionHasAnOForm) {
-    auto r = parse({"/src", "/mnt", "-o",
-                    "foreground,debug,single_threaded,threads=3,log_level=warn,cache=never,splice=write,"
-                    "splice_move,max_reply=64K"});
+    auto r =
+        parse({"/src", "/mnt", "-o",
+               "foreground,debug,single_threaded,threads=3,log_level=warn,cache=never,splice=write,"
+               "splice_move,max_reply=64K"});
     ASSERT_EQ(r.status, ParseStatus::ok) << r.message;
     const Options& o = r.options;
     EXPECT_TRUE(o.foreground);
@@ -79,28 +81,28 @@ TEST(Options, FsnameAndSubtype) {
 }
 
 TEST(Options, BadInputIsOneLineError) {
-    for (auto args : std::vector<std::vector<std::string>>{
-             {"/src"},
-             {},
-             {"/a", "/b", "/c"},
-             {"/src", "/mnt", "-o", "bogus"},
-             {"/src", "/mnt", "-o", "splice=sideways"},
-             {"/src", "/mnt", "--splice", "sideways"},
-             {"/src", "/mnt", "--cache", "sometimes"},
-             {"/src", "/mnt", "--threads", "0"},
-             {"/src", "/mnt", "--threads", "100000"},
-             {"/src", "/mnt", "--threads", "-1"},
-             {"/src", "/mnt", "--max-reply", "0"},
-             {"/src", "/mnt", "--max-reply", "-1"},
-             {"/src", "/mnt", "--max-reply", "1.5M"},
-             {"/src", "/mnt", "--max-reply", "0x10"},
-             {"/src", "/mnt", "--max-reply", ""},
-             {"/src", "/mnt", "--max-reply", "garbage"},
-             {"/src", "/mnt", "--log-level", "verbose"},
-             {"/src", "/mnt", "-o"},
-             {"/src", "/mnt", "-o", "max_reply"},
-             {"/src", "/mnt", "-o", "splice_move=yes"},
-             {"/src", "/mnt", "--no-such-option"}}) {
+    for (auto args :
+         std::vector<std::vector<std::string>>{{"/src"},
+                                               {},
+                                               {"/a", "/b", "/c"},
+                                               {"/src", "/mnt", "-o", "bogus"},
+                                               {"/src", "/mnt", "-o", "splice=sideways"},
+                                               {"/src", "/mnt", "--splice", "sideways"},
+                                               {"/src", "/mnt", "--cache", "sometimes"},
+                                               {"/src", "/mnt", "--threads", "0"},
+                                               {"/src", "/mnt", "--threads", "100000"},
+                                               {"/src", "/mnt", "--threads", "-1"},
+                                               {"/src", "/mnt", "--max-reply", "0"},
+                                               {"/src", "/mnt", "--max-reply", "-1"},
+                                               {"/src", "/mnt", "--max-reply", "1.5M"},
+                                               {"/src", "/mnt", "--max-reply", "0x10"},
+                                               {"/src", "/mnt", "--max-reply", ""},
+                                               {"/src", "/mnt", "--max-reply", "garbage"},
+                                               {"/src", "/mnt", "--log-level", "verbose"},
+                                               {"/src", "/mnt", "-o"},
+                                               {"/src", "/mnt", "-o", "max_reply"},
+                                               {"/src", "/mnt", "-o", "splice_move=yes"},
+                                               {"/src", "/mnt", "--no-such-option"}}) {
         auto r = parse(args);
         EXPECT_EQ(r.status, ParseStatus::error) << testing::PrintToString(args);
         EXPECT_FALSE(r.message.empty());
@@ -118,7 +120,8 @@ TEST(Options, HelpAndVersionExitSuccessfully) {
 
 TEST(Options, HelpListsEveryLongOption) {
     const auto help = parse({"--help"}).message;
-    for (const auto& name : long_option_names()) EXPECT_NE(help.find("--" + name), std::string::npos) << name;
+    for (const auto& name : long_option_names())
+        EXPECT_NE(help.find("--" + name), std::string::npos) << name;
 }
 
 TEST(Options, DoubleDashEndsOptions) {

@@ -27,7 +27,8 @@ TEST(Stats, SumsEveryThreadsCounters) {
             }
         });
     }
-    for (auto& t : threads) t.join();
+    for (auto& t : threads)
+        t.join();
     const Totals totals = stats.totals();
     EXPECT_EQ(totals.read.spliced_count, 4000U);
     EXPECT_EQ(totals.read.bytes(), 4000U * 4096U);
