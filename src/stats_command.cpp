@@ -169,6 +169,21 @@ std::string json_mount(const Report& r) {
     return out + "}";
 }
 
+// Rates over the last --watch interval.
+std::string json_interval(const Report& now, const Report& before, double seconds) {
+    auto delta = [&](const std::string& key) { return number(now, key) - number(before, key); };
+    const double read_bytes = static_cast<double>(delta("read.bytes"));
+    const double spliced = static_cast<double>(delta("read.spliced_bytes"));
+    const double write_bytes = static_cast<double>(delta("write.bytes"));
+    return fmt::format(
+        "{{\"seconds\": {}, \"read_bytes_per_second\": {:.0f}, \"read_replies\": {}, "
+        "\"read_spliced_share_of_bytes\": {}, \"write_bytes_per_second\": {:.0f}, "
+        "\"write_requests\": {}}}",
+        seconds, read_bytes / seconds, delta("read.replies"),
+        read_bytes > 0 ? fmt::format("{:.4f}", spliced / read_bytes) : "null",
+        write_bytes / seconds, delta("write.requests"));
+}
+
 std::string human_mount(const Report& r, const Report* previous, double interval, bool colour) {
     const std::string bold = colour ? "\033[1m" : "", reset = colour ? "\033[0m" : "";
     std::string out;
@@ -377,8 +392,15 @@ int run_stats(const std::vector<std::string>& args) {
         std::string out;
         if (format == Format::json) {
             out = "{\"schema_version\": 1, \"mounts\": [";
-            for (size_t i = 0; i < reports.size(); ++i)
-                out += (i ? ", " : "") + json_mount(reports[i].report);
+            for (size_t i = 0; i < reports.size(); ++i) {
+                std::string mount = json_mount(reports[i].report);
+                if (watching && !first && i < previous.size()) {
+                    mount.pop_back(); // the closing brace: add the last interval's rates
+                    mount += ", \"interval\": " +
+                             json_interval(reports[i].report, previous[i], interval) + "}";
+                }
+                out += (i ? ", " : "") + mount;
+            }
             out += "]";
             if (watching) out += fmt::format(", \"interval_seconds\": {}", first ? 0.0 : interval);
             out += "}\n";

@@ -9,6 +9,7 @@ Not part of the test suite: timings say nothing on a shared machine unless
 compared within one run."""
 
 import argparse
+import json
 import mmap
 import multiprocessing
 import os
@@ -96,8 +97,9 @@ class Mounted:
 
     def __enter__(self):
         subprocess.run(self.cmd, check=True)
-        self.pid = int(subprocess.run(["pgrep", "-n", "-f", " ".join(self.cmd[1:])], capture_output=True,
-                                      text=True).stdout.split()[0])
+        out = subprocess.run([self.cmd[0], "stats", "--json", self.mountpoint], capture_output=True, text=True,
+                             check=True).stdout
+        self.pid = json.loads(out)["mounts"][0]["pid"]
         return self
 
     def __exit__(self, *exc):
@@ -113,6 +115,8 @@ def main():
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--dir", default="/dev/shm", help="where the source lives (default: tmpfs)")
     p.add_argument("--quick", action="store_true", help="fewer variants (1 MiB reads, modes off and read)")
+    p.add_argument("--no-warmup", action="store_true",
+                   help="skip the unrecorded first round (on VMs, memory touched for the first time is slow)")
     args = p.parse_args()
     size = int(args.size_gib * GIB) // MIB * MIB
     hz = os.sysconf("SC_CLK_TCK")
@@ -136,11 +140,19 @@ def main():
         results.setdefault(key, []).append((value, cpu))
 
     try:
-        for rnd in range(args.rounds):
-            print(f"round {rnd + 1}/{args.rounds}", file=sys.stderr, flush=True)
+        import random
+        first_round = 0 if args.no_warmup else -1
+        for rnd in range(first_round, args.rounds):
+            print(f"round {rnd + 1}/{args.rounds}" if rnd >= 0 else "warm-up round", file=sys.stderr, flush=True)
+            if rnd == 0:
+                results.clear()
+            # A different order of variants in every round, so that drift on a
+            # shared machine does not favour one of them.
+            order = list(modes)
+            random.shuffle(order)
             for cache, block, readers in read_configs:
                 record(("read", "native", cache, block, readers), timed_read(data, size, block, readers))
-                for mode in modes:
+                for mode in order:
                     extra = ["--cache", cache, "--max-reply", "1M"]
                     with Mounted(args.binary, src, mnt, mode, extra) as m:
                         before = clock_ticks_of(m.pid)
@@ -149,7 +161,7 @@ def main():
                     record(("read", mode, cache, block, readers), rate, cpu)
             wsize = min(size, GIB)
             record(("write", "native", "auto", MIB, 1), timed_write(os.path.join(src, "w"), wsize, MIB))
-            for mode in modes:
+            for mode in order:
                 with Mounted(args.binary, src, mnt, mode, ["--max-reply", "1M"]) as m:
                     before = clock_ticks_of(m.pid)
                     rate = timed_write(os.path.join(mnt, "w"), wsize, MIB)

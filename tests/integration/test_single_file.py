@@ -114,6 +114,39 @@ class SingleFile(unittest.TestCase):
         finally:
             detach(device)
 
+    def test_device_errors_reach_the_reader_as_eio(self):
+        # A loop device over a file on another FUSE mount whose daemon is then
+        # killed: the device fails every read with EIO.
+        inner = os.path.join(self.tmp, "inner")
+        os.mkdir(inner)
+        os.rename(self.image, os.path.join(self.tmp, "src-img"))
+        src_dir = os.path.join(self.tmp, "srcdir")
+        os.mkdir(src_dir)
+        os.rename(os.path.join(self.tmp, "src-img"), os.path.join(src_dir, "disk.img"))
+        inner_mount = Mount(src_dir, inner)
+        device = None
+        with inner_mount:
+            device = losetup(os.path.join(inner, "disk.img"))
+            try:
+                with Mount(device, self.mnt) as m:
+                    exposed = os.path.join(self.mnt, os.path.basename(device))
+                    with open(exposed, "rb") as f:
+                        self.assertEqual(len(f.read(MIB)), MIB)
+                    inner_mount.proc.kill()
+                    inner_mount.proc.wait()
+                    subprocess.run(["blockdev", "--flushbufs", device], capture_output=True)
+                    for _ in range(2):  # the daemon keeps serving after an error
+                        with self.assertRaises(OSError) as ctx:
+                            with open(exposed, "rb") as f:
+                                f.seek(16 * MIB)
+                                f.read(MIB)
+                        self.assertEqual(ctx.exception.errno, 5)  # EIO
+                    self.assertIsNone(m.proc.poll())
+                    self.assertGreater(m.stats()["read"]["copy_reasons"]["error"], 0)
+                    self.assertEqual(m.unmount(), 0, m.log)
+            finally:
+                detach(device)
+
     def test_filesystem_image_is_usable(self):
         if shutil.which("mkfs.ext4") is None:
             self.skipTest("mkfs.ext4 is not installed")

@@ -184,7 +184,10 @@ class Stats(unittest.TestCase):
             finally:
                 proc.terminate()
                 proc.wait()
-            self.assertEqual([len(json.loads(line)["mounts"]) for line in lines], [1, 1])
+            objects = [json.loads(line) for line in lines]
+            self.assertEqual([len(o["mounts"]) for o in objects], [1, 1])
+            self.assertNotIn("interval", objects[0]["mounts"][0])
+            self.assertIn("read_bytes_per_second", objects[1]["mounts"][0]["interval"])
 
 
 if __name__ == "__main__":

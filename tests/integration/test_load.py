@@ -1,0 +1,97 @@
+"""Load: 16 processes doing mixed create/write/read/rename/unlink/fsync
+through one mount. Each process works in its own directory from its own
+seed, so the same workload replayed natively must leave the same tree; no
+error may happen that the native replay does not also produce."""
+
+import os
+import random
+import subprocess
+import sys
+import time
+import unittest
+
+import harness
+from harness import tree_snapshot
+
+WORKERS = 16
+OPS_PER_WORKER = int(os.environ.get("SPLICEFS_LOAD_OPS", "4000"))
+
+
+def workload(base, seed, ops):
+    """Returns the list of (op, errno or None) it saw."""
+    rng = random.Random(seed)
+    os.makedirs(base, exist_ok=True)
+    names = [f"f{i}" for i in range(20)]
+    seen = []
+    for _ in range(ops):
+        op = rng.choice(["create", "write", "read", "rename", "unlink", "fsync", "mkdir", "rmdir"])
+        a, b = os.path.join(base, rng.choice(names)), os.path.join(base, rng.choice(names))
+        data = rng.randbytes(rng.choice([10, 4096, 70000, 300000]))
+        offset = rng.randrange(0, 200000)
+        try:
+            if op == "create":
+                with open(a, "wb") as f:
+                    f.write(data)
+            elif op == "write":
+                fd = os.open(a, os.O_WRONLY)
+                try:
+                    os.pwrite(fd, data, offset)
+                finally:
+                    os.close(fd)
+            elif op == "read":
+                with open(a, "rb") as f:
+                    f.read()
+            elif op == "rename":
+                os.rename(a, b)
+            elif op == "unlink":
+                os.unlink(a)
+            elif op == "fsync":
+                fd = os.open(a, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            elif op == "mkdir":
+                os.mkdir(a)
+            elif op == "rmdir":
+                os.rmdir(a)
+            seen.append((op, None))
+        except OSError as e:
+            seen.append((op, e.errno))
+    return seen
+
+
+def run_workers(root, ops):
+    """Runs the workers as processes in parallel; returns their results."""
+    procs = []
+    for w in range(WORKERS):
+        code = (f"import sys, json; sys.path.insert(0, {os.path.dirname(__file__)!r}); import test_load; "
+                f"print(json.dumps(test_load.workload({os.path.join(root, f'w{w}')!r}, {w}, {ops})))")
+        procs.append(subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True))
+    import json
+    results = []
+    for p in procs:
+        out, _ = p.communicate(timeout=600)
+        assert p.returncode == 0
+        results.append(json.loads(out))
+    return results
+
+
+class Load(harness.MountedTestCase):
+    def test_sixteen_processes_match_a_native_replay(self):
+        fd_dir = f"/proc/{self.mount.pid}/fd"
+        fds_before = len(os.listdir(fd_dir))
+        start = time.monotonic()
+        mounted = run_workers(self.mnt, OPS_PER_WORKER)
+        elapsed = time.monotonic() - start
+        native = run_workers(self.ref, OPS_PER_WORKER)
+        print(f"{WORKERS} x {OPS_PER_WORKER} operations through the mount in {elapsed:.1f} s", flush=True)
+        self.assertEqual(mounted, native)
+        self.assertEqual(tree_snapshot(self.src), tree_snapshot(self.ref))
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("2")
+        self.assertLessEqual(len(os.listdir(fd_dir)), fds_before + 2)
+
+
+if __name__ == "__main__":
+    harness.main()
