@@ -44,8 +44,10 @@ class Lifecycle(unittest.TestCase):
     def test_missing_source(self):
         self.assert_one_line_error(run("/nonexistent", self.mnt), 32, "/nonexistent", "No such file")
 
-    def test_source_not_a_directory(self):
-        self.assert_one_line_error(run(os.path.join(self.src, "hello"), self.mnt), 32, "not a directory")
+    def test_source_of_the_wrong_type(self):
+        fifo = os.path.join(self.tmp, "fifo")
+        os.mkfifo(fifo)
+        self.assert_one_line_error(run(fifo, self.mnt), 32, "not a directory, block device or regular file")
 
     def test_source_socket_and_char_device(self):
         sock_path = os.path.join(self.tmp, "sock")
