@@ -92,7 +92,7 @@ class Worker {
         // Room for any request: the largest WRITE, or a 64 KiB xattr value with
         // its name. The request is read to 4096 - 80 bytes into the buffer so
         // that WRITE data lands page-aligned (O_DIRECT sources need that).
-        request_room_ = std::max<size_t>(limits_.max_write, 128 * 1024) + page_size;
+        request_room_ = std::max<size_t>(limits_.max_write, size_t{128} * 1024) + page_size;
         buffer_size_ = page_size + request_room_;
         buffer_.reset(static_cast<char*>(std::aligned_alloc(page_size, buffer_size_)));
         request_ = buffer_.get() + page_size - write_header_size;

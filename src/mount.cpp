@@ -245,6 +245,7 @@ int run_mount(Options opts) {
     }
     std::optional<SingleFile> single_file;
     util::Fd root_fd;
+    util::Fd single_file_fd;
     if (S_ISDIR(source_st.st_mode)) {
         root_fd = std::move(source_fd);
     } else {
@@ -258,12 +259,13 @@ int run_mount(Options opts) {
             // used to reach anything (see Filesystem::is_synthetic_root).
             root_fd.reset(::open(opts.mountpoint.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
         }
+        single_file_fd = std::move(source_fd);
     }
 
     auto fs = std::make_unique<Filesystem>(opts, std::move(root_fd));
     if (single_file) {
         fs->single_file = single_file;
-        fs->single_file_fd = std::move(source_fd);
+        fs->single_file_fd = std::move(single_file_fd);
     }
     if (auto error = settle_limits(opts, fs->stats.limits); !error.empty()) {
         std::fprintf(stderr, "splicefs: %s\n", error.c_str());
@@ -304,6 +306,7 @@ int run_mount(Options opts) {
     std::vector<std::string> fuse_argv_storage{"splicefs", "-o", mount_options};
     if (opts.debug) fuse_argv_storage.emplace_back("-d");
     std::vector<char*> fuse_argv;
+    fuse_argv.reserve(fuse_argv_storage.size());
     for (auto& arg : fuse_argv_storage)
         fuse_argv.push_back(arg.data());
     fuse_args args = FUSE_ARGS_INIT(static_cast<int>(fuse_argv.size()), fuse_argv.data());

@@ -225,6 +225,7 @@ Exit status: 0 success, 1 usage error, 2 daemon failure after mounting,
 
 std::vector<std::string> long_option_names() {
     std::vector<std::string> names;
+    names.reserve(mount_long_options.size() + 1);
     for (const auto& spec : mount_long_options)
         names.emplace_back(spec.name);
     names.emplace_back("version");
@@ -233,9 +234,9 @@ std::vector<std::string> long_option_names() {
 
 ParseResult parse_mount_args(const std::vector<std::string>& args) {
     ParseResult result;
-    auto fail = [&](std::string message) {
+    auto fail = [&](const std::string& message) {
         result.status = ParseStatus::error;
-        result.message = std::move(message);
+        result.message = util::printable(message);
         return result;
     };
 
@@ -331,6 +332,8 @@ ParseResult parse_mount_args(const std::vector<std::string>& args) {
                                            : "too many arguments: expected SOURCE and MOUNTPOINT");
     o.source = positionals[0];
     o.mountpoint = positionals[1];
+    if (o.source.empty() || o.mountpoint.empty())
+        return fail(o.source.empty() ? "SOURCE is empty" : "MOUNTPOINT is empty");
 
     for (const auto& opt : expanded.fuse_options) {
         if (opt == "allow_other")

@@ -46,7 +46,7 @@ std::string StatsServer::start(dev_t dev) {
     unlink(path_.c_str());
     if (bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0 ||
         listen(listen_fd_, 16) < 0) {
-        const std::string error = path_ + ": " + std::strerror(errno);
+        std::string error = path_ + ": " + std::strerror(errno);
         close(listen_fd_);
         listen_fd_ = -1;
         return error;

@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 packages=(cmake g++ pkg-config libfuse3-dev fuse3 libcli11-dev libspdlog-dev libfmt-dev libgtest-dev
           python3 python3-prometheus-client strace attr util-linux e2fsprogs procps
           mandoc groff bash-completion zsh fish
-          debhelper dpkg-dev fakeroot lintian rpm)
+          debhelper dpkg-dev fakeroot lintian rpm clang clang-tidy)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -30,10 +30,29 @@ cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo "${py[@]}"
 cmake --build build -j"$jobs"
 ctest --test-dir build --output-on-failure
 
-if [ "${1:-}" != "--quick" ]; then
-    cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DSPLICEFS_SANITIZE=address,undefined \
-          -DSPLICEFS_TEST_SPLICE_MODES=all "${py[@]}"
-    cmake --build build-asan -j"$jobs"
-    ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-        ctest --test-dir build-asan --output-on-failure --label-exclude system
-fi
+[ "${1:-}" = "--quick" ] && exit 0
+
+# AddressSanitizer + UndefinedBehaviorSanitizer: every test but the system ones.
+cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DSPLICEFS_SANITIZE=address,undefined \
+      -DSPLICEFS_TEST_SPLICE_MODES=all "${py[@]}"
+cmake --build build-asan -j"$jobs"
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+    ctest --test-dir build-asan --output-on-failure --label-exclude system
+
+# ThreadSanitizer: the tests where threads meet (load, random operations, stats, parity).
+cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DSPLICEFS_SANITIZE=thread \
+      -DSPLICEFS_TEST_SPLICE_MODES=all "${py[@]}"
+cmake --build build-tsan -j"$jobs"
+# tests/tsan.supp explains the one kind of report it suppresses.
+TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$PWD/tests/tsan.supp" SPLICEFS_LOAD_OPS=1000 \
+    ctest --test-dir build-tsan --output-on-failure -R 'test_(load|random_ops|stats|lifecycle)'
+
+# libFuzzer on option and size parsing, for a bounded time.
+cmake -S . -B build-fuzz -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=Debug -DSPLICEFS_FUZZ=ON \
+      -DSPLICEFS_SANITIZE=address,undefined -DSPLICEFS_BUILD_TESTS=OFF
+cmake --build build-fuzz -j"$jobs" --target options_fuzz
+mkdir -p build-fuzz/corpus
+build-fuzz/options_fuzz -max_total_time=30 -timeout=5 build-fuzz/corpus tests/fuzz/corpus
+
+# clang-tidy with the checked-in configuration.
+find src -name '*.cpp' -print0 | xargs -0 -n 4 -P "$jobs" clang-tidy -p build --quiet

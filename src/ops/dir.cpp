@@ -149,7 +149,8 @@ void opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     fi->fh = reinterpret_cast<uint64_t>(handle.get());
     fi->cache_readdir = fs.opts.cache == CachePolicy::always;
     fi->keep_cache = fs.opts.cache == CachePolicy::always;
-    if (fuse_reply_open(req, fi) == 0) handle.release();
+    if (fuse_reply_open(req, fi) == 0)
+        (void)handle.release(); // the kernel owns it until RELEASEDIR
 }
 
 void readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, fuse_file_info* fi) {

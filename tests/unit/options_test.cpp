@@ -102,7 +102,9 @@ TEST(Options, BadInputIsOneLineError) {
                                                {"/src", "/mnt", "-o"},
                                                {"/src", "/mnt", "-o", "max_reply"},
                                                {"/src", "/mnt", "-o", "splice_move=yes"},
-                                               {"/src", "/mnt", "--no-such-option"}}) {
+                                               {"/src", "/mnt", "--no-such-option"},
+                                               {"", "/mnt"},
+                                               {"/src", ""}}) {
         auto r = parse(args);
         EXPECT_EQ(r.status, ParseStatus::error) << testing::PrintToString(args);
         EXPECT_FALSE(r.message.empty());
