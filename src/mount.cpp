@@ -198,6 +198,44 @@ bool still_mounted(const std::string& mountpoint, dev_t dev) {
     _exit(code);
 }
 
+// Redirects stderr into a pipe until finish(), which returns what arrived
+// (last line, trimmed).
+class CapturedStderr {
+  public:
+    explicit CapturedStderr(bool enabled) {
+        int fds[2];
+        if (!enabled || pipe2(fds, O_CLOEXEC | O_NONBLOCK) < 0) return;
+        saved_ = dup(STDERR_FILENO);
+        dup2(fds[1], STDERR_FILENO);
+        ::close(fds[1]);
+        read_end_ = fds[0];
+    }
+    ~CapturedStderr() { finish(); }
+    CapturedStderr(const CapturedStderr&) = delete;
+    CapturedStderr& operator=(const CapturedStderr&) = delete;
+
+    std::string finish() {
+        if (saved_ < 0) return {};
+        dup2(saved_, STDERR_FILENO);
+        ::close(saved_);
+        saved_ = -1;
+        std::string text;
+        char buf[4096];
+        ssize_t n;
+        while ((n = ::read(read_end_, buf, sizeof buf)) > 0)
+            text.append(buf, static_cast<size_t>(n));
+        ::close(read_end_);
+        while (!text.empty() && (text.back() == '\n' || text.back() == ' '))
+            text.pop_back();
+        const auto last_line = text.rfind('\n');
+        return last_line == std::string::npos ? text : text.substr(last_line + 1);
+    }
+
+  private:
+    int saved_ = -1;
+    int read_end_ = -1;
+};
+
 class Reporter {
   public:
     explicit Reporter(int fd) : fd_(fd) {}
@@ -318,8 +356,15 @@ int run_mount(Options opts) {
                      last_libfuse_message().c_str());
         return exit_code::usage;
     }
-    if (fuse_session_mount(session, opts.mountpoint.c_str()) != 0) {
-        std::string why = last_libfuse_message();
+    // A non-root mount goes through fusermount3, which prints its reasons to
+    // our stderr: catch them so that a failure is still one line. (Not with
+    // auto_unmount, where fusermount3 stays alive holding that stderr.)
+    const bool catch_fusermount = geteuid() != 0 && !opts.auto_unmount;
+    CapturedStderr fusermount_output(catch_fusermount);
+    const int mounted = fuse_session_mount(session, opts.mountpoint.c_str());
+    const std::string helper_said = fusermount_output.finish();
+    if (mounted != 0) {
+        std::string why = helper_said.empty() ? last_libfuse_message() : helper_said;
         if (why.rfind("fuse: ", 0) == 0) why = why.substr(6);
         std::fprintf(stderr, "splicefs: cannot mount '%s' on '%s': %s\n", opts.source.c_str(),
                      opts.mountpoint.c_str(), why.empty() ? "mount failed" : why.c_str());
