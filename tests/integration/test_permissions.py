@@ -13,6 +13,13 @@ BOB = (1600, 1600, [1600])
 BOB_IN_PROJECT = (1600, 1600, [1600, 2500])
 
 
+def alice_writes_a_private_file(base):
+    p = os.path.join(base, "alice", "mine")
+    with open(p, "w") as f:
+        f.write("secret")
+    os.chmod(p, 0o600)
+
+
 class Permissions(harness.MountedTestCase):
     mount_args = ("-o", "allow_other")
 
@@ -52,12 +59,7 @@ class Permissions(harness.MountedTestCase):
         self.assertEqual((st.st_uid, st.st_gid), (1500, 1500))
 
     def test_other_users_cannot_read_write_or_change(self):
-        def create(base):
-            p = os.path.join(base, "alice", "mine")
-            with open(p, "w") as f:
-                f.write("secret")
-            os.chmod(p, 0o600)
-        self.both(ALICE, create)
+        self.both(ALICE, alice_writes_a_private_file)
         cases = {
             "read": lambda b: open(os.path.join(b, "alice", "mine")).read(),
             "write": lambda b: open(os.path.join(b, "alice", "mine"), "w").write("x"),
@@ -76,12 +78,7 @@ class Permissions(harness.MountedTestCase):
                 self.assertEqual(result[0], "err", name)
 
     def test_hard_link_and_rename_do_not_widen_access(self):
-        def create(base):
-            p = os.path.join(base, "alice", "mine")
-            with open(p, "w") as f:
-                f.write("secret")
-            os.chmod(p, 0o600)
-        self.both(ALICE, create)
+        self.both(ALICE, alice_writes_a_private_file)
         # Bob may not make a link to Alice's file (protected_hardlinks), nor read it after a rename by Alice.
         self.both(BOB, lambda b: os.link(os.path.join(b, "alice", "mine"), os.path.join(b, "bobs-link")))
         self.both(ALICE, lambda b: os.rename(os.path.join(b, "alice", "mine"), os.path.join(b, "moved")))
