@@ -8,9 +8,14 @@
 
 #include <fuse_lowlevel.h>
 
+#include <dirent.h>
+
 #include <atomic>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 namespace splicefs {
@@ -24,6 +29,43 @@ struct FileHandle {
     std::atomic<bool> read_splice_refused{false};
     // splice() into a file opened O_APPEND is EINVAL by definition.
     std::atomic<bool> write_splice_refused{false};
+};
+
+// An open directory: the stream, and where the last reply stopped.
+struct DirHandle {
+    DIR* dir = nullptr;             // null for the synthetic root of a single-file mount
+    off_t offset = 0;               // position of `entry` in the stream
+    struct dirent* entry = nullptr; // read but not yet returned (the reply was full)
+    DirHandle() = default;
+    DirHandle(const DirHandle&) = delete;
+    DirHandle& operator=(const DirHandle&) = delete;
+    ~DirHandle() {
+        if (dir) closedir(dir);
+    }
+};
+
+// Handles the kernel holds. It gives each back with RELEASE/RELEASEDIR; the
+// ones it never gives back (the connection ended first) die with the mount.
+template <typename Handle> class OpenHandles {
+  public:
+    Handle* add(std::unique_ptr<Handle> handle) {
+        Handle* raw = handle.get();
+        std::lock_guard lock(mutex_);
+        handles_.emplace(raw, std::move(handle));
+        return raw;
+    }
+    void remove(Handle* handle) {
+        std::unique_ptr<Handle> doomed; // destroyed outside the lock
+        std::lock_guard lock(mutex_);
+        if (auto it = handles_.find(handle); it != handles_.end()) {
+            doomed = std::move(it->second);
+            handles_.erase(it);
+        }
+    }
+
+  private:
+    std::mutex mutex_;
+    std::unordered_map<Handle*, std::unique_ptr<Handle>> handles_;
 };
 
 // SOURCE as one file (a block device or a disk image) instead of a directory.
@@ -50,6 +92,8 @@ struct Filesystem {
     std::atomic<bool> initialized{false};
     std::optional<SingleFile> single_file;
     util::Fd single_file_fd; // O_PATH fd of a single-file SOURCE
+    OpenHandles<FileHandle> open_files;
+    OpenHandles<DirHandle> open_dirs;
 
     // The root of a single-file mount on a directory holds nothing but the
     // file: it is not the source, and nothing may be created or removed in it.

@@ -15,15 +15,6 @@ namespace splicefs::ops {
 
 namespace {
 
-struct DirHandle {
-    DIR* dir = nullptr;
-    off_t offset = 0;               // position of `entry` in the stream
-    struct dirent* entry = nullptr; // read but not yet returned (the reply was full)
-    ~DirHandle() {
-        if (dir) closedir(dir);
-    }
-};
-
 DirHandle& dir_of(const fuse_file_info* fi) {
     return *reinterpret_cast<DirHandle*>(fi->fh);
 }
@@ -129,8 +120,8 @@ void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, fuse_
 void opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     Filesystem& fs = fs_of(req);
     if (fs.is_synthetic_root(ino)) {
-        fi->fh = reinterpret_cast<uint64_t>(new DirHandle);
-        if (fuse_reply_open(req, fi) != 0) delete &dir_of(fi);
+        fi->fh = reinterpret_cast<uint64_t>(fs.open_dirs.add(std::make_unique<DirHandle>()));
+        if (fuse_reply_open(req, fi) != 0) fs.open_dirs.remove(&dir_of(fi));
         return;
     }
     const int fd = openat(fs.inodes.get(ino).fd.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -146,11 +137,11 @@ void opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
         fuse_reply_err(req, err);
         return;
     }
-    fi->fh = reinterpret_cast<uint64_t>(handle.get());
+    fi->fh = reinterpret_cast<uint64_t>(fs.open_dirs.add(std::move(handle)));
     fi->cache_readdir = fs.opts.cache == CachePolicy::always;
     fi->keep_cache = fs.opts.cache == CachePolicy::always;
-    if (fuse_reply_open(req, fi) == 0)
-        (void)handle.release(); // the kernel owns it until RELEASEDIR
+    if (fuse_reply_open(req, fi) != 0)
+        fs.open_dirs.remove(&dir_of(fi)); // the opener was interrupted
 }
 
 void readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, fuse_file_info* fi) {
@@ -162,7 +153,7 @@ void readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, fuse
 }
 
 void releasedir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
-    delete &dir_of(fi);
+    fs_of(req).open_dirs.remove(&dir_of(fi));
     fuse_reply_err(req, 0);
 }
 

@@ -26,11 +26,11 @@ int source_open_flags(const Filesystem& fs, int flags) {
     return flags | O_CLOEXEC;
 }
 
-void fill_open_reply(const Filesystem& fs, fuse_file_info* fi, util::Fd fd, int flags) {
-    auto* handle = new FileHandle;
+void fill_open_reply(Filesystem& fs, fuse_file_info* fi, util::Fd fd, int flags) {
+    auto handle = std::make_unique<FileHandle>();
     handle->fd = std::move(fd);
     handle->write_splice_refused = (flags & O_APPEND) != 0;
-    fi->fh = reinterpret_cast<uint64_t>(handle);
+    fi->fh = reinterpret_cast<uint64_t>(fs.open_files.add(std::move(handle)));
     fi->direct_io = fs.opts.cache == CachePolicy::never;
     fi->keep_cache = fs.opts.cache == CachePolicy::always;
 }
@@ -47,7 +47,8 @@ void open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
         return;
     }
     fill_open_reply(fs, fi, std::move(fd), flags);
-    if (fuse_reply_open(req, fi) != 0) delete &handle_of(fi); // the opener was interrupted
+    if (fuse_reply_open(req, fi) != 0)
+        fs.open_files.remove(&handle_of(fi)); // the opener was interrupted
 }
 
 void create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, fuse_file_info* fi) {
@@ -74,7 +75,7 @@ void create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, fu
     }
     fill_open_reply(fs, fi, std::move(fd), flags);
     if (fuse_reply_create(req, &e, fi) != 0) {
-        delete &handle_of(fi);
+        fs.open_files.remove(&handle_of(fi));
         fs.inodes.forget(e.ino, 1);
     }
 }
@@ -87,7 +88,7 @@ void flush(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
 }
 
 void release(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
-    delete &handle_of(fi);
+    fs_of(req).open_files.remove(&handle_of(fi));
     fuse_reply_err(req, 0);
 }
 
