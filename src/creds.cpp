@@ -13,6 +13,8 @@ namespace splicefs {
 CallerCreds::CallerCreds(Filesystem& fs, fuse_req_t req) : fs_(fs) {
     if (!fs.act_as_caller) return;
     const fuse_ctx* ctx = fuse_req_ctx(req);
+    // Root creating as root group needs no switch: it is what the daemon is.
+    if (ctx->uid == 0 && ctx->gid == 0) return;
     std::array<gid_t, 256> groups{};
     int n = fuse_req_getgroups(req, static_cast<int>(groups.size()), groups.data());
     if (n < 0) n = 0; // the caller is gone: its primary group alone

@@ -57,10 +57,17 @@ void lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
     Filesystem& fs = fs_of(req);
     fuse_entry_param e;
     const int err = lookup_entry(fs, fs.inodes.get(parent), name, e);
-    if (err)
-        fuse_reply_err(req, err);
-    else
+    if (err == ENOENT && fs.timeout > 0) {
+        // A negative entry, cached as long as positive ones: creating a new
+        // name then needs no second lookup.
+        e = fuse_entry_param{};
+        e.entry_timeout = fs.timeout;
         fuse_reply_entry(req, &e);
+    } else if (err) {
+        fuse_reply_err(req, err);
+    } else {
+        fuse_reply_entry(req, &e);
+    }
 }
 
 void forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
