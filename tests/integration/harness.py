@@ -57,6 +57,20 @@ def mount_entry(path):
     return found
 
 
+def wait_for_fds_to_settle(pid, limit, timeout=20):
+    """Drops the kernel's unused dentries and inodes (their FORGETs reach the
+    daemon asynchronously) and waits until the daemon holds at most `limit`
+    fds. Returns the last count."""
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("2")
+    deadline = time.monotonic() + timeout
+    while True:
+        count = len(os.listdir(f"/proc/{pid}/fd"))
+        if count <= limit or time.monotonic() > deadline:
+            return count
+        time.sleep(0.05)
+
+
 def is_mounted(path):
     return mount_entry(path) is not None
 
