@@ -382,15 +382,6 @@ print(results)
             return read_file(p)
         self.same(op)
 
-    def test_root_dotdot_stays_inside(self):
-        self.assertEqual(os.stat(self.m("..")).st_ino, os.stat(self.tmp).st_ino)  # the kernel's own ..
-        fd = os.open(self.mnt, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            # Relative to the mount root, .. is resolved by the kernel above the mount.
-            self.assertEqual(sorted(os.listdir(self.mnt)), sorted(os.listdir(self.src)))
-        finally:
-            os.close(fd)
-
     # --- directories ---------------------------------------------------
 
     def test_big_directory_listing_while_changing(self):
