@@ -71,6 +71,26 @@ def wait_for_fds_to_settle(pid, limit, timeout=20):
         time.sleep(0.05)
 
 
+def process_stacks(pid):
+    """Where every thread of a stuck process is, in user space (gdb) and in
+    the kernel (/proc/PID/task/*/stack): what a hang report needs."""
+    out = []
+    try:
+        for tid in sorted(os.listdir(f"/proc/{pid}/task")):
+            with open(f"/proc/{pid}/task/{tid}/stack") as f:
+                out.append(f"kernel stack of thread {tid}:\n{f.read()}")
+    except OSError as e:
+        out.append(f"kernel stacks: {e}")
+    if shutil.which("gdb"):
+        try:
+            r = subprocess.run(["gdb", "-batch", "-p", str(pid), "-ex", "thread apply all bt"],
+                               capture_output=True, text=True, timeout=60)
+            out.append(r.stdout[-20000:])
+        except subprocess.TimeoutExpired:
+            out.append("gdb did not finish within 60 s")
+    return "\n".join(out)
+
+
 def is_mounted(path):
     return mount_entry(path) is not None
 
@@ -98,8 +118,9 @@ class Mount:
         while True:
             ready, _, _ = select.select([self.proc.stderr], [], [], max(0.0, deadline - time.monotonic()))
             if not ready:
+                stacks = process_stacks(self.proc.pid)
                 self.kill()
-                raise RuntimeError(f"splicefs did not report the mount within 30 s: {self.log}")
+                raise RuntimeError(f"splicefs did not report the mount within 30 s: {self.log}\n{stacks}")
             line = self.proc.stderr.readline()
             if not line:
                 code = self.proc.wait()
@@ -134,8 +155,9 @@ class Mount:
         try:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
+            stacks = process_stacks(self.proc.pid)
             self.kill()
-            raise
+            raise RuntimeError(f"splicefs did not exit within {timeout} s: {self.log}\n{stacks}") from None
 
     def kill(self):
         if self.proc and self.proc.poll() is None:
