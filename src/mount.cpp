@@ -6,6 +6,7 @@
 
 #include "data_path.hpp"
 #include "filesystem.hpp"
+#include "inode_evictor.hpp"
 #include "log.hpp"
 #include "stats_server.hpp"
 #include "util/mountinfo.hpp"
@@ -18,6 +19,7 @@
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -255,6 +257,19 @@ class Reporter {
     int fd_;
 };
 
+// Each inode the kernel holds is an open fd here. Shells and systemd start
+// programs with a soft limit of 1024 and a far higher hard one: take it all.
+uint64_t raise_fd_limit() {
+    rlimit limit{};
+    if (getrlimit(RLIMIT_NOFILE, &limit) < 0) return 1024;
+    if (limit.rlim_cur < limit.rlim_max) {
+        const rlim_t wanted = limit.rlim_cur;
+        limit.rlim_cur = limit.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &limit) < 0) limit.rlim_cur = wanted;
+    }
+    return limit.rlim_cur;
+}
+
 void redirect_stdio_to_null() {
     const int null = ::open("/dev/null", O_RDWR | O_CLOEXEC);
     if (null < 0) return;
@@ -333,6 +348,8 @@ int run_mount(Options opts) {
         fs->timeout = 0.0;
         break;
     }
+    fs->stats.limits.fd_limit = raise_fd_limit();
+    fs->stats.limits.inode_high_water = inode_limits_for(fs->stats.limits.fd_limit).high_water;
     fs->act_as_caller = geteuid() == 0;
     {
         const int n = getgroups(0, nullptr);
@@ -417,6 +434,8 @@ int run_mount(Options opts) {
     const unsigned threads = opts.worker_threads();
     Workers workers(*fs, session, threads, workers_exited.get());
     StatsServer stats_server(*fs);
+    InodeEvictor evictor(fs->inodes, session, opts.mountpoint,
+                         inode_limits_for(fs->stats.limits.fd_limit), fs->stats.inode_evictions);
 
     // The first request on the mount waits for INIT, so once this stat
     // returns the mount is usable.
@@ -432,6 +451,7 @@ int run_mount(Options opts) {
         return exit_code::mount_failed;
     }
     fs->stats.limits.readahead = set_readahead(opts.mountpoint, limits.max_reply);
+    evictor.start();
     if (std::string error = stats_server.start(root_st.st_dev); !error.empty())
         spdlog::warn("stats will not be available: {}", error);
     spdlog::info("mounted {} on {} (splice {}, max reply {}, {} threads)", opts.source,
@@ -462,6 +482,7 @@ int run_mount(Options opts) {
         }
     }
     workers.join();
+    evictor.stop();
     stats_server.stop();
     fuse_session_unmount(session);
     fuse_session_destroy(session);

@@ -130,6 +130,9 @@ std::string StatsServer::report() const {
     add("pipe_size", l.pipe_size);
     add("readahead", l.readahead);
     add("inodes", fs_.inodes.size());
+    add("inode_high_water", l.inode_high_water);
+    add("inode_evictions", fs_.stats.inode_evictions.get());
+    add("fd_limit", l.fd_limit);
     auto add_direction = [&](const std::string& prefix, const DirectionTotals& d,
                              const char* unit) {
         add(prefix + "." + unit, d.count());

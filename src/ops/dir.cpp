@@ -83,12 +83,24 @@ void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, fuse_
             } else {
                 // Measure first: a looked-up entry that does not fit would leak a reference.
                 if (fuse_add_direntry_plus(req, nullptr, 0, name, nullptr, 0) > size - used) break;
-                const int lookup_err = lookup_entry(fs, fs.inodes.get(ino), name, e);
-                if (lookup_err) {
+                // Above the evictor's high-water mark, readdirplus stops
+                // handing out references in bulk (a fast `find` would outrun
+                // the evictor): entries go bare, LOOKUP fills them on use.
+                const int lookup_err = fs.inodes.size() > fs.stats.limits.inode_high_water
+                                           ? EMFILE
+                                           : lookup_entry(fs, fs.inodes.get(ino), name, e);
+                if (lookup_err == ENOENT) {
                     // Removed since readdir saw it: leave it out, as a new listing would.
                     d.entry = nullptr;
                     d.offset = next;
                     continue;
+                }
+                if (lookup_err) {
+                    // No attributes (EMFILE, EACCES...), but the name exists:
+                    // list it bare, and the kernel looks it up when it is used.
+                    e = fuse_entry_param{};
+                    e.attr.st_ino = d.entry->d_ino;
+                    e.attr.st_mode = static_cast<mode_t>(d.entry->d_type) << 12;
                 }
             }
             entry_size =

@@ -29,7 +29,7 @@ int lookup_entry(Filesystem& fs, Inode& parent, const char* name, fuse_entry_par
     }
     if (!fd) return errno;
     if (const int err = fs.stat_source(fd.get(), e.attr)) return err;
-    Inode& inode = fs.inodes.remember(std::move(fd), e.attr);
+    Inode& inode = fs.inodes.remember(std::move(fd), e.attr, fs.inodes.id_of(parent), name);
     e.ino = fs.inodes.id_of(inode);
     return 0;
 }
@@ -52,6 +52,16 @@ void reply_created(fuse_req_t req, Inode& parent, const char* name, int result) 
     else
         fuse_reply_entry(req, &e);
 }
+
+namespace {
+
+void note_new_name(Filesystem& fs, Inode& dir, const char* name) {
+    struct stat st {};
+    if (fstatat(dir.fd.get(), name, &st, AT_SYMLINK_NOFOLLOW) == 0)
+        fs.inodes.renamed(st, fs.inodes.id_of(dir), name);
+}
+
+} // namespace
 
 void lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
     Filesystem& fs = fs_of(req);
@@ -148,9 +158,17 @@ void rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t newp
             const char* newname, unsigned int flags) {
     if (refused_in_synthetic_root(req, parent) || refused_in_synthetic_root(req, newparent)) return;
     Filesystem& fs = fs_of(req);
-    const int result = renameat2(fs.inodes.get(parent).fd.get(), name,
-                                 fs.inodes.get(newparent).fd.get(), newname, flags);
-    fuse_reply_err(req, result < 0 ? errno : 0);
+    Inode& dir = fs.inodes.get(parent);
+    Inode& newdir = fs.inodes.get(newparent);
+    const int result = renameat2(dir.fd.get(), name, newdir.fd.get(), newname, flags);
+    const int err = result < 0 ? errno : 0;
+    if (!err) {
+        // The kernel moves its entries without a lookup: keep the names the
+        // evictor would ask it to drop in step.
+        note_new_name(fs, newdir, newname);
+        if (flags & RENAME_EXCHANGE) note_new_name(fs, dir, name);
+    }
+    fuse_reply_err(req, err);
 }
 
 } // namespace splicefs::ops

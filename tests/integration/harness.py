@@ -99,7 +99,8 @@ class Mount:
     """A splicefs mount in the foreground, ready once the daemon logs
     'mounted'; unmounted and waited for on exit, also when a test fails."""
 
-    def __init__(self, source, mountpoint, *extra, splice=None, env=None, foreground=True):
+    def __init__(self, source, mountpoint, *extra, splice=None, env=None, foreground=True, fd_limit=None):
+        self.fd_limit = fd_limit  # RLIMIT_NOFILE (soft and hard) for the daemon
         self.source = source
         self.mountpoint = mountpoint
         self.extra = list(extra)
@@ -113,7 +114,13 @@ class Mount:
                 self.source, self.mountpoint]
 
     def __enter__(self):
-        self.proc = subprocess.Popen(self.command(), stderr=subprocess.PIPE, text=True, env=self.env)
+        preexec = None
+        if self.fd_limit:
+            import resource
+            limit = min(self.fd_limit, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
+            preexec = lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))  # noqa: E731
+        self.proc = subprocess.Popen(self.command(), stderr=subprocess.PIPE, text=True, env=self.env,
+                                     preexec_fn=preexec)
         deadline = time.monotonic() + 30
         while True:
             ready, _, _ = select.select([self.proc.stderr], [], [], max(0.0, deadline - time.monotonic()))
