@@ -149,7 +149,6 @@ class Inodes(unittest.TestCase):
         # The fd limit of this machine class, so that the result does not
         # depend on where the test runs.
         with Mount(self.src, self.mnt, fd_limit=20000) as m:
-            fd_dir = f"/proc/{m.pid}/fd"
             ctx = multiprocessing.get_context("fork")
             with ctx.Pool(4) as pool:
                 # Warm up: fill the inode table to its high-water mark once, so
@@ -158,7 +157,7 @@ class Inodes(unittest.TestCase):
                 pool.map(create_dir_of_files, warm)
                 pool.map(remove_dir_of_files, warm)
                 wait_for_inodes(m, 1)
-                fds_before = len(os.listdir(fd_dir))
+                fds_before = harness.daemon_fds(m.pid)
                 rss_before = rss_kib(m.pid)
                 start = time.monotonic()
                 dirs = [os.path.join(self.mnt, f"d{d}") for d in range(MILLION // FILES_PER_DIR)]
@@ -168,7 +167,7 @@ class Inodes(unittest.TestCase):
                 pool.map(remove_dir_of_files, dirs, chunksize=1)
                 elapsed = time.monotonic() - start
             wait_for_inodes(m, 1)
-            fds_after = len(os.listdir(fd_dir))
+            fds_after = harness.daemon_fds(m.pid)
             rss_after = rss_kib(m.pid)
             stats = m.stats()
             print(f"{len(dirs) * FILES_PER_DIR} files created and removed in {elapsed:.0f} s; daemon RSS "

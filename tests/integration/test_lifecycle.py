@@ -66,11 +66,42 @@ class Lifecycle(unittest.TestCase):
         self.assert_one_line_error(run(self.src, os.path.join(self.src, "hello")), 32, "not a directory")
 
     def test_usage_errors(self):
-        for args in ([self.src], [], [self.src, self.mnt, "extra"], [self.src, self.mnt, "-o", "bogus"],
-                     [self.src, self.mnt, "--splice", "sideways"], [self.src, self.mnt, "--max-reply", "1.5M"],
-                     [self.src, self.mnt, "--max-reply", "99T"], [self.src, self.mnt, "--threads", "0"]):
+        before = (harness.tree_snapshot(self.src), harness.tree_snapshot(self.mnt))
+        cases = [[self.src], [], [self.src, self.mnt, "extra"], [self.src, self.mnt, "-o", "bogus"],
+                 [self.src, self.mnt, "-o", "bogus=1"], [self.src, self.mnt, "--bogus"]]
+        bad_values = {
+            "max-reply": ["0", "-1", "1.5M", "99T", "0x10", "", "garbage", "1M2"],
+            "threads": ["0", "100000", "-1", "", "two", "1.5"],
+            "splice": ["sideways", "", "READ2"],
+            "cache": ["sometimes", ""],
+            "log-level": ["verbose", ""],
+        }
+        # What the one line must name for each option.
+        named = {"max-reply": "max-reply", "threads": "threads", "splice": "splice", "cache": "cache",
+                 "log-level": "log"}
+        for option, values in bad_values.items():
+            for value in values:
+                # The same vocabulary as a long option and as -o key=value (fstab).
+                cases.append(([self.src, self.mnt, f"--{option}", value], named[option]))
+                cases.append(([self.src, self.mnt, "-o", f"{option.replace('-', '_')}={value}"], named[option]))
+        for args in cases:
+            args, words = args if isinstance(args, tuple) else (args, None)
             with self.subTest(args=args):
-                self.assert_one_line_error(run(*args), 1)
+                self.assert_one_line_error(run(*args), 1, *([words] if words else []))
+        self.assertEqual((harness.tree_snapshot(self.src), harness.tree_snapshot(self.mnt)), before)
+
+    def test_unreadable_source(self):
+        # As a user who cannot search the source: one line, nothing mounted.
+        os.chmod(self.src, 0o700)
+        os.chmod(self.tmp, 0o755)
+        os.chmod(self.mnt, 0o777)
+
+        def mount_as_nobody():
+            return subprocess.run([harness.ARGS.binary, self.src, self.mnt], capture_output=True, text=True,
+                                  timeout=60, user=65534, group=65534, extra_groups=[])
+
+        result = mount_as_nobody()
+        self.assert_one_line_error(result, 32, self.src, "Permission denied")
 
     def test_help_and_version(self):
         self.assertEqual(run("--help").returncode, 0)
@@ -151,7 +182,7 @@ class Lifecycle(unittest.TestCase):
     def test_no_fd_leak(self):
         with Mount(self.src, self.mnt) as m:
             fd_dir = f"/proc/{m.pid}/fd"
-            before = len(os.listdir(fd_dir))
+            before = harness.daemon_fds(m.pid)
             for i in range(300):
                 p = os.path.join(self.mnt, f"f{i}")
                 with open(p, "w") as f:

@@ -84,8 +84,7 @@ def run_workers(root, ops=None, seconds=None):
 
 class Load(harness.MountedTestCase):
     def test_sixteen_processes_match_a_native_replay(self):
-        fd_dir = f"/proc/{self.mount.pid}/fd"
-        fds_before = len(os.listdir(fd_dir))
+        fds_before = harness.daemon_fds(self.mount.pid)
         start = time.monotonic()
         mounted = run_workers(self.mnt, seconds=SECONDS)
         elapsed = time.monotonic() - start
