@@ -33,6 +33,7 @@ struct FileHandle {
 
 // An open directory: the stream, and where the last reply stopped.
 struct DirHandle {
+    std::mutex mutex;               // guards the stream and position below
     DIR* dir = nullptr;             // null for the synthetic root of a single-file mount
     off_t offset = 0;               // position of `entry` in the stream
     struct dirent* entry = nullptr; // read but not yet returned (the reply was full)

@@ -55,6 +55,9 @@ void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, fuse_
     Filesystem& fs = fs_of(req);
     if (fs.is_synthetic_root(ino)) return readdir_synthetic_root(req, size, offset, plus);
     DirHandle& d = dir_of(fi);
+    // The kernel sends one READDIR per open directory at a time, but the
+    // stream is then used by different workers one after the other.
+    std::lock_guard lock(d.mutex);
     std::vector<char> buf(size);
     size_t used = 0;
     if (offset != d.offset) {

@@ -104,6 +104,18 @@ def process_stacks(pid):
     return "\n".join(out)
 
 
+def losetup(path, *extra):
+    """A loop device over path; skips the test (saying why) when there is none."""
+    r = subprocess.run(["losetup", "-f", "--show", *extra, path], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise unittest.SkipTest(f"no loop device available: {r.stderr.strip()}")
+    return r.stdout.strip()
+
+
+def detach(device):
+    subprocess.run(["losetup", "-d", device], capture_output=True)
+
+
 def is_mounted(path):
     return mount_entry(path) is not None
 

@@ -85,6 +85,47 @@ class Faults(unittest.TestCase):
             self.assertIsNone(m.proc.poll())
             self.assertEqual(m.unmount(), 0, m.log)
 
+    def test_source_filesystem_errors_reach_the_caller_as_eio(self):
+        # ext4 on a loop device whose backing file lives on another FUSE
+        # mount; killing that daemon makes every block read fail with EIO.
+        if shutil.which("mkfs.ext4") is None:
+            self.skipTest("mkfs.ext4 is not installed")
+        backing, inner = os.path.join(self.tmp, "backing"), os.path.join(self.tmp, "inner")
+        os.mkdir(backing)
+        os.mkdir(inner)
+        with open(os.path.join(backing, "disk.img"), "wb") as f:
+            f.truncate(64 * MIB)
+        with Mount(backing, inner) as inner_mount:
+            device = harness.losetup(os.path.join(inner, "disk.img"))
+            try:
+                subprocess.run(["mkfs.ext4", "-q", "-F", device], check=True)
+                subprocess.run(["mount", "-o", "errors=continue", device, self.src], check=True)
+                for name in ("native", "mounted"):
+                    with open(os.path.join(self.src, name), "wb") as f:
+                        f.write(os.urandom(4 * MIB))
+                os.sync()
+                with Mount(self.src, self.mnt) as m:
+                    inner_mount.proc.kill()
+                    inner_mount.proc.wait()
+                    # Nothing may come from a cache: the kernel must ask the device.
+                    with open("/proc/sys/vm/drop_caches", "w") as f:
+                        f.write("3")
+                    subprocess.run(["blockdev", "--flushbufs", device], capture_output=True)
+
+                    def read_all(path):
+                        with open(path, "rb") as f:
+                            return len(f.read())
+
+                    native = harness.outcome(read_all, os.path.join(self.src, "native"))
+                    mounted = harness.outcome(read_all, os.path.join(self.mnt, "mounted"))
+                    self.assertEqual(native, ("err", "EIO"))
+                    self.assertEqual(mounted, native)
+                    self.assertIsNone(m.proc.poll(), "the daemon died")
+                    self.assertEqual(m.unmount(), 0, m.log)
+            finally:
+                subprocess.run(["umount", "-l", self.src], capture_output=True)
+                harness.detach(device)
+
     def test_sigterm_during_heavy_writes_keeps_fsynced_data(self):
         path = os.path.join(self.mnt, "journal")
         record = os.urandom(64 * 1024)

@@ -10,7 +10,7 @@ import tempfile
 import unittest
 
 import harness
-from harness import Mount
+from harness import Mount, detach, losetup
 
 MIB = 1 << 20
 
@@ -21,17 +21,6 @@ def sha256_of(path):
         for chunk in iter(lambda: f.read(MIB), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def losetup(path, *extra):
-    r = subprocess.run(["losetup", "-f", "--show", *extra, path], capture_output=True, text=True)
-    if r.returncode != 0:
-        raise unittest.SkipTest(f"no loop device available: {r.stderr.strip()}")
-    return r.stdout.strip()
-
-
-def detach(device):
-    subprocess.run(["losetup", "-d", device], capture_output=True)
 
 
 class SingleFile(unittest.TestCase):
