@@ -27,7 +27,7 @@ InodeTable::~InodeTable() {
         delete inode;
 }
 
-Inode& InodeTable::remember(util::Fd fd, const struct stat& st, fuse_ino_t parent,
+Inode& InodeTable::remember(util::Fd fd, const struct stat& st, const Inode& parent,
                             std::string_view name) {
     std::lock_guard lock(mutex_);
     auto [it, inserted] = by_source_id_.try_emplace({st.st_dev, st.st_ino}, nullptr);
@@ -44,7 +44,7 @@ Inode& InodeTable::remember(util::Fd fd, const struct stat& st, fuse_ino_t paren
     ++inode.nlookup;
     // `.` and `..` name no entry that the kernel could drop.
     if (name != "." && name != "..") {
-        inode.parent = parent;
+        inode.parent = {parent.dev, parent.ino};
         inode.name = name;
     }
     inode.eviction_asked_ms = 0;
@@ -62,14 +62,14 @@ void InodeTable::forget(fuse_ino_t ino, uint64_t n) {
     if (inode->nlookup == 0) {
         by_source_id_.erase({inode->dev, inode->ino});
         delete inode;
-        if (by_source_id_.size() <= wake_at_most_) size_changed_.notify_all();
+        if (shrink_waiters_ > 0) size_changed_.notify_all();
     }
 }
 
-void InodeTable::renamed(const struct stat& st, fuse_ino_t parent, std::string_view name) {
+void InodeTable::renamed(const struct stat& st, const Inode& parent, std::string_view name) {
     std::lock_guard lock(mutex_);
     if (auto it = by_source_id_.find({st.st_dev, st.st_ino}); it != by_source_id_.end()) {
-        it->second->parent = parent;
+        it->second->parent = {parent.dev, parent.ino};
         it->second->name = name;
     }
 }
@@ -79,7 +79,7 @@ InodeTable::eviction_candidates(size_t target, const std::set<std::string>& prot
     using namespace std::chrono;
     const auto now_ms = static_cast<uint64_t>(
         duration_cast<milliseconds>(steady_clock::now().time_since_epoch()).count() + 1);
-    constexpr uint64_t forget_delay_ms = 100;
+    constexpr uint64_t forget_delay_ms = 10;
     std::lock_guard lock(mutex_);
     std::vector<Inode*> candidates;
     size_t on_their_way = 0;
@@ -103,8 +103,14 @@ InodeTable::eviction_candidates(size_t target, const std::set<std::string>& prot
     entries.reserve(n);
     for (size_t i = 0; i < n; ++i) {
         Inode* inode = candidates[i];
+        // A parent the kernel forgot cannot hold the entry any more.
+        const auto parent = by_source_id_.find(inode->parent);
+        if (parent == by_source_id_.end() || parent->second->type != S_IFDIR) {
+            inode->name.clear();
+            continue;
+        }
         inode->eviction_asked_ms = now_ms;
-        entries.push_back({{inode->dev, inode->ino}, inode->parent, inode->name});
+        entries.push_back({{inode->dev, inode->ino}, id_of(*parent->second), inode->name});
     }
     return entries;
 }
@@ -126,10 +132,10 @@ bool InodeTable::wait_for_more_than(size_t limit) {
 
 void InodeTable::wait_for_at_most(size_t limit, std::chrono::milliseconds timeout) {
     std::unique_lock lock(mutex_);
-    wake_at_most_ = limit;
+    ++shrink_waiters_;
     size_changed_.wait_for(lock, timeout,
                            [&] { return stop_waiting_ || by_source_id_.size() <= limit; });
-    wake_at_most_ = 0;
+    --shrink_waiters_;
 }
 
 void InodeTable::stop_waiting() {

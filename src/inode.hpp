@@ -32,7 +32,7 @@ struct Inode {
     // The entry the kernel last learned this inode by, so that the evictor
     // can ask it to let go (InodeEvictor); guarded by InodeTable's mutex.
     // An empty name: unknown, or the kernel kept it after being asked.
-    fuse_ino_t parent = 0;
+    std::pair<dev_t, ino_t> parent{}; // source id: a node id could be reused
     std::string name;
     // When the evictor asked the kernel to drop it (steady clock, ms), or 0.
     uint64_t eviction_asked_ms = 0;
@@ -67,23 +67,23 @@ class InodeTable {
     // Finds or adds the inode that `fd` (O_PATH, stat'ed as `st`) refers to,
     // found as `name` in directory `parent`, and counts one more kernel
     // lookup. Returns the inode and closes `fd` if the inode was already known.
-    Inode& remember(util::Fd fd, const struct stat& st, fuse_ino_t parent, std::string_view name);
+    Inode& remember(util::Fd fd, const struct stat& st, const Inode& parent, std::string_view name);
     // Drops `n` lookups; the inode is freed when none is left.
     void forget(fuse_ino_t ino, uint64_t n);
     // The source inode `st` describes is now called `name` in `parent`
     // (a rename through the mount), if it is known.
-    void renamed(const struct stat& st, fuse_ino_t parent, std::string_view name);
+    void renamed(const struct stat& st, const Inode& parent, std::string_view name);
 
     size_t size();
 
     // For the evictor. An entry to ask the kernel to drop.
     struct Entry {
         std::pair<dev_t, ino_t> source_id;
-        fuse_ino_t parent;
+        fuse_ino_t parent; // node id of the directory, as the kernel knows it
         std::string name;
     };
     // The least recently used inodes to ask for so that `target` would be
-    // left, counting those asked in the last 100 ms as on their way out;
+    // left, counting those asked in the last 10 ms as on their way out;
     // never the root, one asked before (until it is looked up again) or one
     // named in `protected_names`.
     std::vector<Entry> eviction_candidates(size_t target,
@@ -94,16 +94,15 @@ class InodeTable {
     // was called (false).
     bool wait_for_more_than(size_t limit);
     // Blocks until at most `limit` inodes are held, `timeout` passed or
-    // stop_waiting() was called.
+    // stop_waiting() was called. Any number of threads may wait.
     void wait_for_at_most(size_t limit, std::chrono::milliseconds timeout);
     void stop_waiting();
 
   private:
     std::mutex mutex_;
     std::condition_variable size_changed_;
-    // The waiter's thresholds: wake it when the size passes one of them.
-    size_t wake_above_ = SIZE_MAX;
-    size_t wake_at_most_ = 0;
+    size_t wake_above_ = SIZE_MAX; // the evictor's threshold
+    size_t shrink_waiters_ = 0;    // threads in wait_for_at_most()
     bool stop_waiting_ = false;
     std::map<std::pair<dev_t, ino_t>, Inode*> by_source_id_;
     Inode* root_;

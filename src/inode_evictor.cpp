@@ -2,7 +2,10 @@
 
 #include "util/mountinfo.hpp"
 
+#include <linux/fuse.h>
 #include <spdlog/spdlog.h>
+#include <sys/uio.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <chrono>
@@ -12,8 +15,8 @@ namespace splicefs {
 
 InodeLimits inode_limits_for(size_t fd_limit) {
     InodeLimits limits;
-    limits.high_water = fd_limit / 4 * 3;
-    limits.low_water = fd_limit / 8 * 5;
+    limits.high_water = fd_limit / 2;
+    limits.low_water = fd_limit / 8 * 3;
     return limits;
 }
 
@@ -47,6 +50,25 @@ std::set<std::string> InodeEvictor::names_leading_to_submounts() const {
     return names;
 }
 
+// FUSE_NOTIFY_INVAL_ENTRY, written here rather than by libfuse, which
+// prints every refusal but ENOENT to stderr. Returns 0 or an errno value.
+int InodeEvictor::ask_kernel_to_drop(const InodeTable::Entry& entry) const {
+    fuse_notify_inval_entry_out arg{};
+    arg.parent = entry.parent;
+    arg.namelen = static_cast<uint32_t>(entry.name.size());
+    fuse_out_header out{};
+    out.error = FUSE_NOTIFY_INVAL_ENTRY; // notifications carry their code here
+    out.unique = 0;
+    const char nul = '\0';
+    iovec iov[] = {{&out, sizeof out},
+                   {&arg, sizeof arg},
+                   {const_cast<char*>(entry.name.data()), entry.name.size()},
+                   {const_cast<char*>(&nul), 1}};
+    out.len = static_cast<uint32_t>(sizeof out + sizeof arg + entry.name.size() + 1);
+    if (::writev(fuse_session_fd(session_), iov, 4) < 0) return errno;
+    return 0;
+}
+
 void InodeEvictor::run() {
     using namespace std::chrono_literals;
     while (inodes_.wait_for_more_than(limits_.high_water)) {
@@ -58,16 +80,16 @@ void InodeEvictor::run() {
             spdlog::debug("{} inodes held, asking the kernel to drop {}", inodes_.size(),
                           entries.size());
             for (const auto& entry : entries) {
-                const int err = fuse_lowlevel_notify_inval_entry(
-                    session_, entry.parent, entry.name.data(), entry.name.size());
+                const int err = ask_kernel_to_drop(entry);
                 if (err == 0) {
                     evictions_.add(1);
-                } else if (err == -ENOENT || err == -ENOTDIR) {
-                    inodes_.name_unknown(entry); // renamed or removed outside the mount
-                } else if (err == -ENODEV || err == -EBADF) {
+                } else if (err == ENODEV || err == EBADF) {
                     return; // the connection is gone
                 } else {
-                    spdlog::debug("dropping entry {}: {}", entry.name, std::strerror(-err));
+                    // ENOENT: renamed or removed outside the mount, or
+                    // already dropped; do not ask for that name again.
+                    spdlog::debug("dropping entry {}: {}", entry.name, std::strerror(err));
+                    inodes_.name_unknown(entry);
                 }
             }
         }

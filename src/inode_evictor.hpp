@@ -22,8 +22,8 @@ struct InodeLimits {
     size_t high_water = 0; // evict when more inodes than this are held
     size_t low_water = 0;  // down to this many
 };
-// What an fd limit leaves for inodes: a quarter stays for open files,
-// pipes and sockets.
+// What an fd limit leaves for inodes: half stays for open files, pipes,
+// sockets and for the burst of lookups while the kernel lets go.
 InodeLimits inode_limits_for(size_t fd_limit);
 
 class InodeEvictor {
@@ -39,6 +39,7 @@ class InodeEvictor {
 
   private:
     void run();
+    int ask_kernel_to_drop(const InodeTable::Entry& entry) const;
     // Every name on the path from the mountpoint to a mount below it:
     // dropping such an entry would detach that mount (d_invalidate).
     std::set<std::string> names_leading_to_submounts() const;

@@ -56,8 +56,10 @@ void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, fuse_
     if (fs.is_synthetic_root(ino)) return readdir_synthetic_root(req, size, offset, plus);
     DirHandle& d = dir_of(fi);
     // The kernel sends one READDIR per open directory at a time, but the
-    // stream is then used by different workers one after the other.
-    std::lock_guard lock(d.mutex);
+    // stream is then used by different workers one after the other. The
+    // lock is released before replying: once the reply is out, RELEASEDIR
+    // may destroy the handle on another worker.
+    std::unique_lock lock(d.mutex);
     std::vector<char> buf(size);
     size_t used = 0;
     if (offset != d.offset) {
@@ -123,6 +125,7 @@ void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, fuse_
         d.entry = nullptr;
         d.offset = next;
     }
+    lock.unlock();
     // An error after some entries is reported by the next call.
     if (err && used == 0)
         fuse_reply_err(req, err);
@@ -145,7 +148,11 @@ void opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
         return;
     }
     auto handle = std::make_unique<DirHandle>();
-    handle->dir = fdopendir(fd);
+    {
+        // The workers that read the stream later take this lock too.
+        std::lock_guard lock(handle->mutex);
+        handle->dir = fdopendir(fd);
+    }
     if (!handle->dir) {
         const int err = errno;
         close(fd);

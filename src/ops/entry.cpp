@@ -11,6 +11,23 @@
 
 namespace splicefs::ops {
 
+namespace {
+
+// Out of fds: give the evictor's FORGETs a moment, but never with every
+// worker waiting, since FORGETs need a worker to arrive.
+bool wait_for_fewer_inodes(Filesystem& fs) {
+    using namespace std::chrono_literals;
+    if (fs.workers_waiting_for_fds.fetch_add(1) + 1 >= fs.stats.limits.threads) {
+        fs.workers_waiting_for_fds.fetch_sub(1);
+        return false;
+    }
+    fs.inodes.wait_for_at_most(fs.stats.limits.inode_high_water, 500ms);
+    fs.workers_waiting_for_fds.fetch_sub(1);
+    return true;
+}
+
+} // namespace
+
 int lookup_entry(Filesystem& fs, Inode& parent, const char* name, fuse_entry_param& e) {
     e = fuse_entry_param{};
     e.attr_timeout = fs.timeout;
@@ -24,12 +41,14 @@ int lookup_entry(Filesystem& fs, Inode& parent, const char* name, fuse_entry_par
     } else {
         // `..` of the root is the root: the mount shows nothing above SOURCE.
         const bool dotdot_of_root = in_root && std::strcmp(name, "..") == 0;
-        fd.reset(
-            openat(parent.fd.get(), dotdot_of_root ? "." : name, O_PATH | O_NOFOLLOW | O_CLOEXEC));
+        const char* const source_name = dotdot_of_root ? "." : name;
+        fd.reset(openat(parent.fd.get(), source_name, O_PATH | O_NOFOLLOW | O_CLOEXEC));
+        if (!fd && (errno == EMFILE || errno == ENFILE) && wait_for_fewer_inodes(fs))
+            fd.reset(openat(parent.fd.get(), source_name, O_PATH | O_NOFOLLOW | O_CLOEXEC));
     }
     if (!fd) return errno;
     if (const int err = fs.stat_source(fd.get(), e.attr)) return err;
-    Inode& inode = fs.inodes.remember(std::move(fd), e.attr, fs.inodes.id_of(parent), name);
+    Inode& inode = fs.inodes.remember(std::move(fd), e.attr, parent, name);
     e.ino = fs.inodes.id_of(inode);
     return 0;
 }
@@ -58,7 +77,7 @@ namespace {
 void note_new_name(Filesystem& fs, Inode& dir, const char* name) {
     struct stat st {};
     if (fstatat(dir.fd.get(), name, &st, AT_SYMLINK_NOFOLLOW) == 0)
-        fs.inodes.renamed(st, fs.inodes.id_of(dir), name);
+        fs.inodes.renamed(st, dir, name);
 }
 
 } // namespace
