@@ -87,7 +87,11 @@ void InodeEvictor::run() {
                     return; // the connection is gone
                 } else {
                     // ENOENT: renamed or removed outside the mount, or
-                    // already dropped; do not ask for that name again.
+                    // already dropped (with its directory). ENOTDIR: the
+                    // directory was forgotten since the list was made and
+                    // its node id went to a file; asking a reused id is
+                    // harmless, at worst another entry of that name leaves
+                    // the cache. Either way, do not ask for that name again.
                     spdlog::debug("dropping entry {}: {}", entry.name, std::strerror(err));
                     inodes_.name_unknown(entry);
                 }

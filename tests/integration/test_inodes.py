@@ -121,8 +121,6 @@ class Inodes(unittest.TestCase):
             print(f"fd limit {SMALL_FD_LIMIT}: {stats['inodes']} inodes held, high-water mark "
                   f"{stats['inode_high_water']}, {stats['inode_evictions']} entries dropped", flush=True)
             self.assertGreater(stats["inode_evictions"], 0, "the evictor never ran: the test proves nothing")
-            # Every entry asked for was one the kernel could know (no stale parents).
-            self.assertNotIn("writing device", m.log)
             self.assertEqual(m.unmount(), 0, m.log)
         self.assertEqual(tree_snapshot(self.src), tree_snapshot(self.ref))
 
