@@ -144,32 +144,36 @@ class Mount:
             import resource
             limit = min(self.fd_limit, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
             preexec = lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))  # noqa: E731
-        self.proc = subprocess.Popen(self.command(), stderr=subprocess.PIPE, text=True, env=self.env,
-                                     preexec_fn=preexec)
+        self.proc = subprocess.Popen(self.command(), stderr=subprocess.PIPE, env=self.env, preexec_fn=preexec)
+        # Raw reads on the fd: a buffered readline() after select() can pull
+        # two lines into Python's buffer and then wait on an empty pipe for
+        # the second one (the "mounted" line after a warning), until timeout.
+        fd = self.proc.stderr.fileno()
+        output = b""
         deadline = time.monotonic() + 30
-        while True:
-            ready, _, _ = select.select([self.proc.stderr], [], [], max(0.0, deadline - time.monotonic()))
+        while b"mounted " not in output:
+            ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
             if not ready:
                 stacks = process_stacks(self.proc.pid)
                 self.kill()
                 raise RuntimeError(f"splicefs did not report the mount within 30 s: {self.log}\n{stacks}")
-            line = self.proc.stderr.readline()
-            if not line:
+            chunk = os.read(fd, 65536)
+            if not chunk:
                 code = self.proc.wait()
                 raise RuntimeError(f"splicefs exited with {code} before mounting: {self.log}")
-            self.log += line
-            if "mounted " in line:
-                break
+            output += chunk
+            self.log = output.decode(errors="replace")
         # Keep draining stderr so that the daemon never blocks on a full pipe.
         import threading
-        self._drain = threading.Thread(target=self._read_rest, daemon=True)
+        self._drain = threading.Thread(target=self._read_rest, args=(output,), daemon=True)
         self._drain.start()
         return self
 
-    def _read_rest(self):
+    def _read_rest(self, output):
         with self.proc.stderr:
-            for line in self.proc.stderr:
-                self.log += line
+            while chunk := os.read(self.proc.stderr.fileno(), 65536):
+                output += chunk
+                self.log = output.decode(errors="replace")
 
     @property
     def pid(self):
