@@ -31,7 +31,7 @@ struct Inode {
 
     // The entry the kernel last learned this inode by, so that the evictor
     // can ask it to let go (InodeEvictor); guarded by InodeTable's mutex.
-    // An empty name: unknown, or the kernel kept it after being asked.
+    // An empty name: unknown, or the kernel did not know it by that name.
     std::pair<dev_t, ino_t> parent{}; // source id: a node id could be reused
     std::string name;
     // When the evictor asked the kernel to drop it (steady clock, ms), or 0.

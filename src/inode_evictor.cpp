@@ -57,8 +57,7 @@ int InodeEvictor::ask_kernel_to_drop(const InodeTable::Entry& entry) const {
     arg.parent = entry.parent;
     arg.namelen = static_cast<uint32_t>(entry.name.size());
     fuse_out_header out{};
-    out.error = FUSE_NOTIFY_INVAL_ENTRY; // notifications carry their code here
-    out.unique = 0;
+    out.error = FUSE_NOTIFY_INVAL_ENTRY; // notifications carry their code here; unique is 0
     const char nul = '\0';
     iovec iov[] = {{&out, sizeof out},
                    {&arg, sizeof arg},

@@ -349,7 +349,8 @@ int run_mount(Options opts) {
         break;
     }
     fs->stats.limits.fd_limit = raise_fd_limit();
-    fs->stats.limits.inode_high_water = inode_limits_for(fs->stats.limits.fd_limit).high_water;
+    const InodeLimits inode_limits = inode_limits_for(fs->stats.limits.fd_limit);
+    fs->stats.limits.inode_high_water = inode_limits.high_water;
     fs->act_as_caller = geteuid() == 0;
     {
         const int n = getgroups(0, nullptr);
@@ -434,8 +435,8 @@ int run_mount(Options opts) {
     const unsigned threads = opts.worker_threads();
     Workers workers(*fs, session, threads, workers_exited.get());
     StatsServer stats_server(*fs);
-    InodeEvictor evictor(fs->inodes, session, opts.mountpoint,
-                         inode_limits_for(fs->stats.limits.fd_limit), fs->stats.inode_evictions);
+    InodeEvictor evictor(fs->inodes, session, opts.mountpoint, inode_limits,
+                         fs->stats.inode_evictions);
 
     // The first request on the mount waits for INIT, so once this stat
     // returns the mount is usable.

@@ -23,6 +23,15 @@ bool is_dot_or_dotdot(const char* name) {
     return name[0] == '.' && (name[1] == '\0' || (name[1] == '.' && name[2] == '\0'));
 }
 
+// What readdir alone says of an entry: its inode number and type. A
+// readdirplus entry with only this (no node id) is looked up on use.
+fuse_entry_param bare_entry(const struct dirent& entry) {
+    fuse_entry_param e{};
+    e.attr.st_ino = entry.d_ino;
+    e.attr.st_mode = static_cast<mode_t>(entry.d_type) << 12;
+    return e;
+}
+
 // The root of a single-file mount on a directory: ".", ".." and the file.
 void readdir_synthetic_root(fuse_req_t req, size_t size, off_t offset, bool plus) {
     Filesystem& fs = fs_of(req);
@@ -81,33 +90,22 @@ void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, fuse_
         const off_t next = d.entry->d_off;
         size_t entry_size;
         if (plus) {
-            fuse_entry_param e{};
-            if (is_dot_or_dotdot(name)) {
-                e.attr.st_ino = d.entry->d_ino;
-                e.attr.st_mode = static_cast<mode_t>(d.entry->d_type) << 12;
-            } else {
-                // Measure first: a looked-up entry that does not fit would leak a reference.
-                if (fuse_add_direntry_plus(req, nullptr, 0, name, nullptr, 0) > size - used) break;
-                // Above the evictor's high-water mark, readdirplus stops
-                // handing out references in bulk (a fast `find` would outrun
-                // the evictor): entries go bare, LOOKUP fills them on use.
-                const int lookup_err = fs.inodes.size() > fs.stats.limits.inode_high_water
-                                           ? EMFILE
-                                           : lookup_entry(fs, fs.inodes.get(ino), name, e);
-                if (lookup_err == ENOENT) {
-                    // Removed since readdir saw it: leave it out, as a new listing would.
-                    d.entry = nullptr;
-                    d.offset = next;
-                    continue;
-                }
-                if (lookup_err) {
-                    // No attributes (EMFILE, EACCES...), but the name exists:
-                    // list it bare, and the kernel looks it up when it is used.
-                    e = fuse_entry_param{};
-                    e.attr.st_ino = d.entry->d_ino;
-                    e.attr.st_mode = static_cast<mode_t>(d.entry->d_type) << 12;
-                }
+            // Measure first: a looked-up entry that does not fit would leak a reference.
+            if (fuse_add_direntry_plus(req, nullptr, 0, name, nullptr, 0) > size - used) break;
+            // `.` and `..` go bare; so does everything above the evictor's
+            // high-water mark, or a fast `find` would outrun the evictor.
+            const bool bare =
+                is_dot_or_dotdot(name) || fs.inodes.size() > fs.stats.limits.inode_high_water;
+            fuse_entry_param e;
+            const int lookup_err = bare ? 0 : lookup_entry(fs, fs.inodes.get(ino), name, e);
+            if (lookup_err == ENOENT) {
+                // Removed since readdir saw it: leave it out, as a new listing would.
+                d.entry = nullptr;
+                d.offset = next;
+                continue;
             }
+            // A failed lookup (EMFILE, EACCES...) still leaves a name that exists.
+            if (bare || lookup_err) e = bare_entry(*d.entry);
             entry_size =
                 fuse_add_direntry_plus(req, buf.data() + used, size - used, name, &e, next);
             if (entry_size > size - used) {
@@ -115,9 +113,7 @@ void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, fuse_
                 break;
             }
         } else {
-            struct stat st {};
-            st.st_ino = d.entry->d_ino;
-            st.st_mode = static_cast<mode_t>(d.entry->d_type) << 12;
+            const struct stat st = bare_entry(*d.entry).attr;
             entry_size = fuse_add_direntry(req, buf.data() + used, size - used, name, &st, next);
             if (entry_size > size - used) break;
         }

@@ -70,12 +70,28 @@ def daemon_fds(pid):
     return count
 
 
-def wait_for_fds_to_settle(pid, limit, timeout=20):
-    """Drops the kernel's unused dentries and inodes (their FORGETs reach the
-    daemon asynchronously) and waits until the daemon holds at most `limit`
-    fds besides pipes. Returns the last count."""
+def drop_unused_dentries():
+    """Makes the kernel let go of every unused dentry and inode; their
+    FORGETs reach the daemon asynchronously."""
     with open("/proc/sys/vm/drop_caches", "w") as f:
         f.write("2")
+
+
+def wait_for_inodes(mount, count, timeout=30):
+    """Drops unused dentries and waits until the daemon holds at most
+    `count` inodes (by its stats)."""
+    drop_unused_dentries()
+    deadline = time.monotonic() + timeout
+    while mount.stats()["inodes"] > count:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the daemon still holds {mount.stats()['inodes']} inodes")
+        time.sleep(0.05)
+
+
+def wait_for_fds_to_settle(pid, limit, timeout=20):
+    """Drops unused dentries and waits until the daemon holds at most
+    `limit` fds besides pipes. Returns the last count."""
+    drop_unused_dentries()
     deadline = time.monotonic() + timeout
     while True:
         count = daemon_fds(pid)

@@ -50,18 +50,6 @@ def rss_kib(pid):
     raise AssertionError("no VmRSS")
 
 
-def wait_for_inodes(mount, count, timeout=30):
-    """Drops the kernel's unused dentries and waits until their FORGETs have
-    left the daemon holding at most `count` inodes."""
-    with open("/proc/sys/vm/drop_caches", "w") as f:
-        f.write("2")
-    deadline = time.monotonic() + timeout
-    while mount.stats()["inodes"] > count:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"the daemon still holds {mount.stats()['inodes']} inodes")
-        time.sleep(0.05)
-
-
 def create_dir_of_files(path):
     os.mkdir(path)
     for i in range(FILES_PER_DIR):
@@ -156,7 +144,7 @@ class Inodes(unittest.TestCase):
                 warm = [os.path.join(self.mnt, f"warm{d}") for d in range(20)]
                 pool.map(create_dir_of_files, warm)
                 pool.map(remove_dir_of_files, warm)
-                wait_for_inodes(m, 1)
+                harness.wait_for_inodes(m, 1)
                 fds_before = harness.daemon_fds(m.pid)
                 rss_before = rss_kib(m.pid)
                 start = time.monotonic()
@@ -166,7 +154,7 @@ class Inodes(unittest.TestCase):
                 inodes_full = m.stats()["inodes"]
                 pool.map(remove_dir_of_files, dirs, chunksize=1)
                 elapsed = time.monotonic() - start
-            wait_for_inodes(m, 1)
+            harness.wait_for_inodes(m, 1)
             fds_after = harness.daemon_fds(m.pid)
             rss_after = rss_kib(m.pid)
             stats = m.stats()
