@@ -191,7 +191,7 @@ class Worker {
     // --- READ -----------------------------------------------------------
 
     void read(const fuse_in_header& in, const fuse_read_in& arg) {
-        auto& handle = *reinterpret_cast<FileHandle*>(arg.fh);
+        auto& handle = handle_from_fh<FileHandle>(arg.fh);
         const size_t size = std::min<size_t>(arg.size, limits_.max_reply);
         const CopyReason reason =
             splice_reads_ ? why_not_splice(handle, arg.offset, size) : CopyReason::splice_off;
@@ -288,7 +288,7 @@ class Worker {
     // --- WRITE ----------------------------------------------------------
 
     void write_from_buffer(const fuse_in_header& in, const fuse_write_in& arg, CopyReason reason) {
-        auto& handle = *reinterpret_cast<FileHandle*>(arg.fh);
+        auto& handle = handle_from_fh<FileHandle>(arg.fh);
         const ssize_t n =
             ::pwrite(handle.fd.get(), data_, arg.size, static_cast<off_t>(arg.offset));
         reply_write(in.unique, n < 0 ? -errno : n);
@@ -297,7 +297,7 @@ class Worker {
     }
 
     void write_from_pipe(const fuse_in_header& in, const fuse_write_in& arg, size_t in_pipe) {
-        auto& handle = *reinterpret_cast<FileHandle*>(arg.fh);
+        auto& handle = handle_from_fh<FileHandle>(arg.fh);
         if (in_pipe != arg.size) {
             pipe_.drain(data_, request_room_);
             reply_write(in.unique, -EIO);

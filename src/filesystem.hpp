@@ -5,6 +5,7 @@
 #include "options.hpp"
 #include "stats.hpp"
 #include "util/fd.hpp"
+#include "util/handoff.hpp"
 
 #include <fuse_lowlevel.h>
 
@@ -53,6 +54,7 @@ template <typename Handle> class OpenHandles {
         Handle* raw = handle.get();
         std::lock_guard lock(mutex_);
         handles_.emplace(raw, std::move(handle));
+        util::publish(raw); // the caller hands it to the kernel as fh
         return raw;
     }
     void remove(Handle* handle) {
@@ -113,8 +115,14 @@ struct Filesystem {
 inline Filesystem& fs_of(fuse_req_t req) {
     return *static_cast<Filesystem*>(fuse_req_userdata(req));
 }
+// The handle a request's fh names; set up by the worker that opened it.
+template <typename Handle> Handle& handle_from_fh(uint64_t fh) {
+    auto* handle = reinterpret_cast<Handle*>(fh);
+    util::adopt(handle);
+    return *handle;
+}
 inline FileHandle& handle_of(const fuse_file_info* fi) {
-    return *reinterpret_cast<FileHandle*>(fi->fh);
+    return handle_from_fh<FileHandle>(fi->fh);
 }
 
 // The operation table handed to libfuse (ops/table.cpp).

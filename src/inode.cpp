@@ -38,6 +38,7 @@ Inode& InodeTable::remember(util::Fd fd, const struct stat& st, const Inode& par
         inode->ino = st.st_ino;
         inode->type = st.st_mode & S_IFMT;
         it->second = inode;
+        util::publish(inode); // its node id goes to the kernel in the reply
         if (by_source_id_.size() > wake_above_) size_changed_.notify_all();
     }
     Inode& inode = *it->second;

@@ -4,6 +4,7 @@
 #pragma once
 
 #include "util/fd.hpp"
+#include "util/handoff.hpp"
 
 #include <fuse_lowlevel.h>
 #include <sys/stat.h>
@@ -56,6 +57,7 @@ class InodeTable {
     Inode& root() { return *root_; }
     Inode& get(fuse_ino_t ino) {
         Inode& inode = ino == FUSE_ROOT_ID ? *root_ : *reinterpret_cast<Inode*>(ino);
+        util::adopt(&inode); // published by remember() on another worker
         inode.last_used.store(use_clock_.load(std::memory_order_relaxed),
                               std::memory_order_relaxed);
         return inode;

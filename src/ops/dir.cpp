@@ -16,7 +16,7 @@ namespace splicefs::ops {
 namespace {
 
 DirHandle& dir_of(const fuse_file_info* fi) {
-    return *reinterpret_cast<DirHandle*>(fi->fh);
+    return handle_from_fh<DirHandle>(fi->fh);
 }
 
 bool is_dot_or_dotdot(const char* name) {
