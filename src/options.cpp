@@ -1,6 +1,7 @@
 #include "options.hpp"
 
 #include "util/size.hpp"
+#include "util/text.hpp"
 #include "version.hpp"
 
 #include <CLI/CLI.hpp>

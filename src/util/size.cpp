@@ -1,4 +1,5 @@
 #include "util/size.hpp"
+#include "util/text.hpp"
 
 #include <array>
 #include <cctype>
@@ -35,24 +36,6 @@ std::optional<unsigned> suffix_shift(std::string_view suffix) {
 }
 
 } // namespace
-
-std::string printable(std::string_view text) {
-    std::string out;
-    for (const char c : text) {
-        const auto byte = static_cast<unsigned char>(c);
-        if (c == '\n')
-            out += "\\n";
-        else if (c == '\t')
-            out += "\\t";
-        else if (byte < 0x20 || byte == 0x7f) {
-            char hex[8];
-            std::snprintf(hex, sizeof hex, "\\x%02x", byte);
-            out += hex;
-        } else
-            out += c;
-    }
-    return out;
-}
 
 std::optional<uint64_t> parse_size(std::string_view text, std::string* error) {
     auto fail = [&](const std::string& why) -> std::optional<uint64_t> {

@@ -14,10 +14,6 @@ namespace util {
 // hexadecimal, unknown suffixes and values that overflow 64 bits.
 std::optional<uint64_t> parse_size(std::string_view text, std::string* error);
 
-// `text` with control characters written as \n, \t or \xNN, so that an
-// error message quoting user input stays one line.
-std::string printable(std::string_view text);
-
 // "1.5 MiB", "512 B": for people, not for parsing back.
 std::string human_bytes(uint64_t bytes);
 
