@@ -4,12 +4,16 @@
 
 #include <linux/fuse.h>
 #include <spdlog/spdlog.h>
+#include <sys/sysmacros.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <optional>
+#include <string_view>
+#include <unordered_map>
 
 namespace splicefs {
 
@@ -20,12 +24,12 @@ InodeLimits inode_limits_for(size_t fd_limit) {
     return limits;
 }
 
-InodeEvictor::InodeEvictor(InodeTable& inodes, fuse_session* session, std::string mountpoint,
-                           InodeLimits limits, Counter& evictions)
-    : inodes_(inodes), session_(session), mountpoint_(std::move(mountpoint)), limits_(limits),
-      evictions_(evictions) {}
+InodeEvictor::InodeEvictor(InodeTable& inodes, fuse_session* session, InodeLimits limits,
+                           Counter& evictions)
+    : inodes_(inodes), session_(session), limits_(limits), evictions_(evictions) {}
 
-void InodeEvictor::start() {
+void InodeEvictor::start(dev_t mount_dev) {
+    mount_dev_ = mount_dev;
     thread_ = std::thread([this] { run(); });
 }
 
@@ -34,19 +38,58 @@ void InodeEvictor::stop() {
     if (thread_.joinable()) thread_.join();
 }
 
-std::set<std::string> InodeEvictor::names_leading_to_submounts() const {
-    std::set<std::string> names;
-    const std::string prefix = mountpoint_ == "/" ? "/" : mountpoint_ + "/";
-    for (const auto& mount : util::read_mountinfo()) {
-        if (mount.mountpoint.compare(0, prefix.size(), prefix) != 0) continue;
-        size_t start = prefix.size();
-        while (start < mount.mountpoint.size()) {
-            size_t end = mount.mountpoint.find('/', start);
-            if (end == std::string::npos) end = mount.mountpoint.size();
-            if (end > start) names.insert(mount.mountpoint.substr(start, end - start));
-            start = end + 1;
-        }
+namespace {
+
+void add_components(std::string_view path, std::set<std::string>& names) {
+    size_t start = 0;
+    while (start < path.size()) {
+        size_t end = path.find('/', start);
+        if (end == std::string_view::npos) end = path.size();
+        if (end > start) names.emplace(path.substr(start, end - start));
+        start = end + 1;
     }
+}
+
+// `path` below `dir` ("" for `dir` itself), or nullopt if it is not below.
+std::optional<std::string_view> below(std::string_view path, std::string_view dir) {
+    if (dir == "/") return path.substr(1);
+    if (path == dir) return std::string_view{};
+    if (path.size() > dir.size() && path.compare(0, dir.size(), dir) == 0 &&
+        path[dir.size()] == '/')
+        return path.substr(dir.size() + 1);
+    return std::nullopt;
+}
+
+} // namespace
+
+void add_names_leading_to_mounts_on(dev_t dev, const std::vector<util::MountEntry>& mounts,
+                                    std::set<std::string>& names) {
+    std::unordered_map<int, const util::MountEntry*> by_id;
+    for (const auto& mount : mounts)
+        by_id.emplace(mount.id, &mount);
+    for (const auto& mount : mounts) {
+        const auto parent = by_id.find(mount.parent_id);
+        if (parent == by_id.end() || parent->second == &mount) continue;
+        const util::MountEntry& on = *parent->second;
+        if (makedev(on.major, on.minor) != dev) continue;
+        // `mount` sits on an entry of `dev`, reached through `on`: the mount
+        // itself or a bind mount of one of its directories.
+        const auto path = below(mount.mountpoint, on.mountpoint);
+        if (!path) continue;
+        add_components(on.root, names);
+        add_components(*path, names);
+    }
+}
+
+std::set<std::string> InodeEvictor::names_leading_to_submounts() {
+    const auto now = std::chrono::steady_clock::now();
+    if (namespaces_.empty() || now - namespaces_read_ > std::chrono::seconds(1)) {
+        namespaces_ = util::mountinfo_of_each_namespace();
+        namespaces_read_ = now;
+    }
+    std::set<std::string> names;
+    for (const auto& mountinfo : namespaces_)
+        add_names_leading_to_mounts_on(mount_dev_, util::read_mountinfo(mountinfo), names);
     return names;
 }
 

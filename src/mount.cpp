@@ -435,8 +435,7 @@ int run_mount(Options opts) {
     const unsigned threads = opts.worker_threads();
     Workers workers(*fs, session, threads, workers_exited.get());
     StatsServer stats_server(*fs);
-    InodeEvictor evictor(fs->inodes, session, opts.mountpoint, inode_limits,
-                         fs->stats.inode_evictions);
+    InodeEvictor evictor(fs->inodes, session, inode_limits, fs->stats.inode_evictions);
 
     // The first request on the mount waits for INIT, so once this stat
     // returns the mount is usable.
@@ -452,7 +451,7 @@ int run_mount(Options opts) {
         return exit_code::mount_failed;
     }
     fs->stats.limits.readahead = set_readahead(opts.mountpoint, limits.max_reply);
-    evictor.start();
+    evictor.start(root_st.st_dev);
     if (std::string error = stats_server.start(root_st.st_dev); !error.empty())
         spdlog::warn("stats will not be available: {}", error);
     spdlog::info("mounted {} on {} (splice {}, max reply {}, {} threads)", opts.source,

@@ -1,6 +1,12 @@
 #include "util/mountinfo.hpp"
 
+#include <dirent.h>
+#include <sys/stat.h>
+
+#include <cctype>
 #include <fstream>
+#include <memory>
+#include <set>
 #include <sstream>
 
 namespace util {
@@ -32,16 +38,17 @@ std::vector<MountEntry> read_mountinfo(const std::string& path) {
     std::string line;
     while (std::getline(in, line)) {
         std::istringstream fields(line);
-        std::string id, parent, devnums, root, mountpoint, options, field;
-        fields >> id >> parent >> devnums >> root >> mountpoint >> options;
+        std::string root, mountpoint, options, field;
+        MountEntry entry;
+        char colon = 0;
+        // "36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw,errors=continue"
+        fields >> entry.id >> entry.parent_id >> entry.major >> colon >> entry.minor >> root >>
+            mountpoint >> options;
+        if (!fields || colon != ':') continue;
         while (fields >> field && field != "-") {
         }
-        MountEntry entry;
         fields >> entry.fstype >> entry.source >> entry.super_options;
-        const auto colon = devnums.find(':');
-        if (colon == std::string::npos) continue;
-        entry.major = static_cast<unsigned>(std::stoul(devnums.substr(0, colon)));
-        entry.minor = static_cast<unsigned>(std::stoul(devnums.substr(colon + 1)));
+        entry.root = unescape(root);
         entry.mountpoint = unescape(mountpoint);
         entry.source = unescape(entry.source);
         entry.options = options;
@@ -55,6 +62,23 @@ std::optional<MountEntry> find_mount(const std::string& path) {
     for (auto& entry : read_mountinfo())
         if (entry.mountpoint == path) found = std::move(entry);
     return found;
+}
+
+std::vector<std::string> mountinfo_of_each_namespace() {
+    std::vector<std::string> paths{"/proc/self/mountinfo"};
+    std::set<ino_t> seen;
+    struct stat st {};
+    if (stat("/proc/self/ns/mnt", &st) == 0) seen.insert(st.st_ino);
+    const std::unique_ptr<DIR, int (*)(DIR*)> proc(opendir("/proc"), closedir);
+    if (!proc) return paths;
+    while (const dirent* entry = readdir(proc.get())) {
+        if (!std::isdigit(static_cast<unsigned char>(entry->d_name[0]))) continue;
+        const std::string pid_dir = std::string("/proc/") + entry->d_name;
+        // Needs ptrace access to the process; gone processes fail too.
+        if (stat((pid_dir + "/ns/mnt").c_str(), &st) != 0) continue;
+        if (seen.insert(st.st_ino).second) paths.push_back(pid_dir + "/mountinfo");
+    }
+    return paths;
 }
 
 } // namespace util

@@ -43,10 +43,11 @@ def require_fuse(root=True):
         skip_whole_file("/dev/fuse is missing or not usable here")
 
 
-def mount_entry(path):
-    """The /proc/self/mountinfo entry whose mountpoint is exactly path."""
+def mount_entry(path, pid="self"):
+    """The /proc/PID/mountinfo entry whose mountpoint is exactly path (in
+    that process's mount namespace)."""
     found = None
-    with open("/proc/self/mountinfo") as f:
+    with open(f"/proc/{pid}/mountinfo") as f:
         for line in f:
             fields = line.split()
             sep = fields.index("-")
@@ -132,8 +133,8 @@ def detach(device):
     subprocess.run(["losetup", "-d", device], capture_output=True)
 
 
-def is_mounted(path):
-    return mount_entry(path) is not None
+def is_mounted(path, pid="self"):
+    return mount_entry(path, pid) is not None
 
 
 class Mount:

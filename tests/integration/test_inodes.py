@@ -133,6 +133,54 @@ class Inodes(unittest.TestCase):
                 subprocess.run(["umount", "-l", inner], check=False)
             self.assertEqual(m.unmount(), 0, m.log)
 
+    def test_mounts_through_bind_mounts_and_in_other_namespaces_survive_eviction(self):
+        """d_invalidate detaches whatever is mounted on a dropped entry, in
+        every mount namespace, also when the entry was reached through a bind
+        mount of one of the mount's directories."""
+        make_tree(self.src, 20, 100)
+        for sub in ("aliased/inner", "elsewhere/inner"):
+            os.makedirs(os.path.join(self.src, sub))
+        other = os.path.join(self.tmp, "other")
+        alias = os.path.join(self.tmp, "alias")
+        os.mkdir(other)
+        os.mkdir(alias)
+        with open(os.path.join(other, "marker"), "w") as f:
+            f.write("still here")
+        on_alias = os.path.join(alias, "inner")
+        in_namespace = os.path.join(self.mnt, "elsewhere", "inner")
+        with Mount(self.src, self.mnt, fd_limit=SMALL_FD_LIMIT) as m:
+            mounted = []
+            namespace = None
+            try:
+                subprocess.run(["mount", "--bind", os.path.join(self.mnt, "aliased"), alias], check=True)
+                mounted.append(alias)
+                subprocess.run(["mount", "--bind", other, on_alias], check=True)
+                mounted.insert(0, on_alias)
+                # A private mount namespace that mounts on an entry of this
+                # mount, then waits for its stdin to close.
+                namespace = subprocess.Popen(
+                    ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                     f"mount --bind '{other}' '{in_namespace}' && echo ready && exec cat"],
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                if namespace.stdout.readline().strip() != "ready":
+                    namespace.wait()
+                    self.fail(f"mount in a new namespace failed: {namespace.stderr.read()}")
+                for _ in range(3):
+                    listing(self.mnt)
+                self.assertGreater(m.stats()["inode_evictions"], 0)
+                self.assertTrue(is_mounted(on_alias), "a mount on an entry reached through a bind mount was detached")
+                self.assertTrue(is_mounted(in_namespace, namespace.pid),
+                                "a mount on an entry in another mount namespace was detached")
+                with open(os.path.join(on_alias, "marker")) as f:
+                    self.assertEqual(f.read(), "still here")
+            finally:
+                if namespace:
+                    namespace.stdin.close()  # the namespace and its mount go with the process
+                    namespace.wait()
+                for path in mounted:
+                    subprocess.run(["umount", "-l", path], check=False)
+            self.assertEqual(m.unmount(), 0, m.log)
+
     def test_a_million_files_leave_memory_and_fds_where_they_were(self):
         # The fd limit of this machine class, so that the result does not
         # depend on where the test runs.
