@@ -83,13 +83,23 @@ void add_names_leading_to_mounts_on(dev_t dev, const std::vector<util::MountEntr
 
 std::set<std::string> InodeEvictor::names_leading_to_submounts() {
     const auto now = std::chrono::steady_clock::now();
+    bool fresh = false;
     if (namespaces_.empty() || now - namespaces_read_ > std::chrono::seconds(1)) {
         namespaces_ = util::mountinfo_of_each_namespace();
         namespaces_read_ = now;
+        fresh = true;
     }
     std::set<std::string> names;
-    for (const auto& mountinfo : namespaces_)
-        add_names_leading_to_mounts_on(mount_dev_, util::read_mountinfo(mountinfo), names);
+    for (const auto& mountinfo : namespaces_) {
+        const auto mounts = util::read_mountinfo(mountinfo);
+        if (mounts.empty() && !fresh) {
+            // The process that stood for a namespace is gone; the namespace
+            // may live on in others. Look again now rather than in a second.
+            namespaces_.clear();
+            return names_leading_to_submounts();
+        }
+        add_names_leading_to_mounts_on(mount_dev_, mounts, names);
+    }
     return names;
 }
 
