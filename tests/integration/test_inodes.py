@@ -112,33 +112,13 @@ class Inodes(unittest.TestCase):
             self.assertEqual(m.unmount(), 0, m.log)
         self.assertEqual(tree_snapshot(self.src), tree_snapshot(self.ref))
 
-    def test_mounts_below_the_mountpoint_survive_eviction(self):
-        make_tree(self.src, 20, 100)
-        os.makedirs(os.path.join(self.src, "sub", "inner"))
-        other = os.path.join(self.tmp, "other")
-        os.mkdir(other)
-        with open(os.path.join(other, "marker"), "w") as f:
-            f.write("still here")
-        inner = os.path.join(self.mnt, "sub", "inner")
-        with Mount(self.src, self.mnt, fd_limit=SMALL_FD_LIMIT) as m:
-            subprocess.run(["mount", "--bind", other, inner], check=True)
-            try:
-                for _ in range(3):
-                    listing(self.mnt)
-                self.assertGreater(m.stats()["inode_evictions"], 0)
-                self.assertTrue(is_mounted(inner), "a mount below the mountpoint was detached")
-                with open(os.path.join(inner, "marker")) as f:
-                    self.assertEqual(f.read(), "still here")
-            finally:
-                subprocess.run(["umount", "-l", inner], check=False)
-            self.assertEqual(m.unmount(), 0, m.log)
-
-    def test_mounts_through_bind_mounts_and_in_other_namespaces_survive_eviction(self):
+    def test_mounts_on_entries_survive_eviction(self):
         """d_invalidate detaches whatever is mounted on a dropped entry, in
-        every mount namespace, also when the entry was reached through a bind
-        mount of one of the mount's directories."""
+        every mount namespace: a mount below the mountpoint, one on an entry
+        reached through a bind mount of a directory of the mount, and one
+        made in another mount namespace must all survive evictions."""
         make_tree(self.src, 20, 100)
-        for sub in ("aliased/inner", "elsewhere/inner"):
+        for sub in ("below/inner", "aliased/inner", "elsewhere/inner"):
             os.makedirs(os.path.join(self.src, sub))
         other = os.path.join(self.tmp, "other")
         alias = os.path.join(self.tmp, "alias")
@@ -146,14 +126,17 @@ class Inodes(unittest.TestCase):
         os.mkdir(alias)
         with open(os.path.join(other, "marker"), "w") as f:
             f.write("still here")
+        below = os.path.join(self.mnt, "below", "inner")
         on_alias = os.path.join(alias, "inner")
         in_namespace = os.path.join(self.mnt, "elsewhere", "inner")
         with Mount(self.src, self.mnt, fd_limit=SMALL_FD_LIMIT) as m:
-            mounted = []
+            mounted = []  # innermost first
             namespace = None
             try:
+                subprocess.run(["mount", "--bind", other, below], check=True)
+                mounted.insert(0, below)
                 subprocess.run(["mount", "--bind", os.path.join(self.mnt, "aliased"), alias], check=True)
-                mounted.append(alias)
+                mounted.insert(0, alias)
                 subprocess.run(["mount", "--bind", other, on_alias], check=True)
                 mounted.insert(0, on_alias)
                 # A private mount namespace that mounts on an entry of this
@@ -168,11 +151,13 @@ class Inodes(unittest.TestCase):
                 for _ in range(3):
                     listing(self.mnt)
                 self.assertGreater(m.stats()["inode_evictions"], 0)
+                self.assertTrue(is_mounted(below), "a mount below the mountpoint was detached")
                 self.assertTrue(is_mounted(on_alias), "a mount on an entry reached through a bind mount was detached")
                 self.assertTrue(is_mounted(in_namespace, namespace.pid),
                                 "a mount on an entry in another mount namespace was detached")
-                with open(os.path.join(on_alias, "marker")) as f:
-                    self.assertEqual(f.read(), "still here")
+                for path in (below, on_alias):
+                    with open(os.path.join(path, "marker")) as f:
+                        self.assertEqual(f.read(), "still here")
             finally:
                 if namespace:
                     namespace.stdin.close()  # the namespace and its mount go with the process
