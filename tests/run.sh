@@ -24,32 +24,41 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 jobs=$(nproc)
-# Debian's python3 (not a python3 earlier in PATH) has the test modules apt installed.
-py=(-DPython3_EXECUTABLE=/usr/bin/python3)
-cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo "${py[@]}"
+# Every setting a test tree depends on is given on each configure: a build
+# tree made earlier (the README's first command configures build/ without
+# tests) keeps its cache, and a cached SPLICEFS_BUILD_TESTS=OFF would
+# otherwise leave nothing to run. Debian's python3 (not a python3 earlier
+# in PATH) has the test modules apt installed.
+common=(-DSPLICEFS_BUILD_TESTS=ON -DSPLICEFS_FUZZ=OFF -DPython3_EXECUTABLE=/usr/bin/python3)
+# A ctest run that finds no test is a failure, never a pass.
+run_ctest() { ctest --no-tests=error --output-on-failure "$@"; }
+
+cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSPLICEFS_SANITIZE= \
+      -DSPLICEFS_TEST_SPLICE_MODES="off;read;all" -DSPLICEFS_TEST_CACHE_POLICIES="auto;always;never" \
+      "${common[@]}"
 cmake --build build -j"$jobs"
-ctest --test-dir build --output-on-failure
+run_ctest --test-dir build
 
 [ "${1:-}" = "--quick" ] && exit 0
 
 # AddressSanitizer + UndefinedBehaviorSanitizer: every test but the system ones.
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DSPLICEFS_SANITIZE=address,undefined \
-      -DSPLICEFS_TEST_SPLICE_MODES=all "${py[@]}"
+      -DSPLICEFS_TEST_SPLICE_MODES=all -DSPLICEFS_TEST_CACHE_POLICIES="auto;always;never" "${common[@]}"
 cmake --build build-asan -j"$jobs"
 # The million-file memory test runs a tenth of its files here, and the
 # RSS bound allows for ASan's quarantine (up to 256 MiB of freed memory).
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
     SPLICEFS_MEMORY_FILES=100000 SPLICEFS_RSS_SLACK_MIB=512 \
-    ctest --test-dir build-asan --output-on-failure --label-exclude system
+    run_ctest --test-dir build-asan --label-exclude system
 
 # ThreadSanitizer: every integration test, the 60 s load test included.
 cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DSPLICEFS_SANITIZE=thread \
-      -DSPLICEFS_TEST_SPLICE_MODES=all "${py[@]}"
+      -DSPLICEFS_TEST_SPLICE_MODES=all -DSPLICEFS_TEST_CACHE_POLICIES="auto;always" "${common[@]}"
 cmake --build build-tsan -j"$jobs"
 # tests/tsan.supp explains the one kind of report it suppresses.
 TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$PWD/tests/tsan.supp" \
     SPLICEFS_MEMORY_FILES=100000 SPLICEFS_RSS_SLACK_MIB=512 \
-    ctest --test-dir build-tsan --output-on-failure --label-regex integration
+    run_ctest --test-dir build-tsan --label-regex integration
 
 # libFuzzer on option and size parsing, for a bounded time.
 cmake -S . -B build-fuzz -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=Debug -DSPLICEFS_FUZZ=ON \

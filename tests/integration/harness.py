@@ -19,7 +19,7 @@ import time
 import unittest
 
 SKIP = 77
-ARGS = None  # parsed command line: binary, splice
+ARGS = None  # parsed command line: binary, splice, cache
 
 
 def parse_args():
@@ -27,6 +27,7 @@ def parse_args():
     parser = argparse.ArgumentParser()
     parser.add_argument("--binary", required=True)
     parser.add_argument("--splice", default="read")
+    parser.add_argument("--cache", default="auto", help="cache policy, unless a mount names its own")
     ARGS, rest = parser.parse_known_args()
     return rest
 
@@ -101,6 +102,42 @@ def wait_for_fds_to_settle(pid, limit, timeout=20):
         time.sleep(0.05)
 
 
+def wchans(pid):
+    """Where each thread of pid sleeps in the kernel, for failure messages."""
+    out = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{tid}/wchan") as f:
+            out.append(f.read())
+    return out
+
+
+def threads_blocked_in_fuse(pid):
+    """Threads of pid sleeping on a FUSE server that does not answer: in a
+    FUSE request, in direct I/O waiting for its requests, or on a page that
+    such a request will fill or write."""
+    count = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/wchan") as f:
+                wchan = f.read()
+        except OSError:
+            continue
+        if wchan in ("request_wait_answer", "fuse_wait_on_page_writeback", "fuse_direct_IO") or \
+                wchan.startswith("folio_wait"):
+            count += 1
+    return count
+
+
+def wait_until(condition, timeout, what, details=lambda: ""):
+    """Polls condition() (an event the test cannot be told of otherwise)
+    until it holds; fails naming `what` (and details()) after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}: {details()}")
+        time.sleep(0.02)
+
+
 def process_stacks(pid):
     """Where every thread of a stuck process is, in user space (gdb) and in
     the kernel (/proc/PID/task/*/stack): what a hang report needs."""
@@ -141,12 +178,17 @@ class Mount:
     """A splicefs mount in the foreground, ready once the daemon logs
     'mounted'; unmounted and waited for on exit, also when a test fails."""
 
-    def __init__(self, source, mountpoint, *extra, splice=None, env=None, foreground=True, fd_limit=None):
+    def __init__(self, source, mountpoint, *extra, splice=None, cache=None, env=None, foreground=True,
+                 fd_limit=None):
         self.fd_limit = fd_limit  # RLIMIT_NOFILE (soft and hard) for the daemon
         self.source = source
         self.mountpoint = mountpoint
         self.extra = list(extra)
         self.splice = splice if splice is not None else ARGS.splice
+        # A mount that names its own --cache keeps it; the others follow the
+        # policy the test run is for.
+        if "--cache" not in self.extra:
+            self.extra = ["--cache", cache if cache is not None else ARGS.cache, *self.extra]
         self.env = env
         self.proc = None
         self.log = ""
