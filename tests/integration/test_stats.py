@@ -42,33 +42,62 @@ class Stats(unittest.TestCase):
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     def test_counters_are_exact(self):
-        n_mib, m_mib = 48, 24
+        # Under FUSE direct I/O with a 512 KiB max reply, every 1 MiB read(2)
+        # or write(2) is exactly two 512 KiB requests and every small one is
+        # one request: each counter's value follows from what this test's
+        # reader and writer did, not from the other counters.
+        n_mib, m_mib, small = 48, 24, 256
+        data = os.urandom(n_mib * MIB)
         with open(os.path.join(self.src, "data"), "wb") as f:
-            f.write(os.urandom(n_mib * MIB))
-        with Mount(self.src, self.mnt, splice="all"):
+            f.write(data)
+        buf = mmap.mmap(-1, MIB)  # page-aligned, as direct I/O wants
+        with Mount(self.src, self.mnt, "--cache", "never", "--max-reply", "512K", splice="all"):
             fresh = json_stats(self.mnt)[self.mnt]
             for direction in ("read", "write"):
                 for key, value in fresh[direction].items():
                     if isinstance(value, int):
                         self.assertEqual(value, 0, f"{direction}.{key}")
-            with open(os.path.join(self.mnt, "data"), "rb") as f:
-                while f.read(MIB):
-                    pass
-            after_read = json_stats(self.mnt)[self.mnt]
-            read = after_read["read"]
-            self.assertEqual(read["bytes"], n_mib * MIB)
-            self.assertEqual(read["spliced_bytes"] + read["copied_bytes"], read["bytes"])
-            self.assertEqual(read["spliced_replies"] + read["copied_replies"], read["replies"])
-            self.assertEqual(sum(read["copy_reasons"].values()), read["copied_replies"])
-            self.assertEqual(sum(read["size_histogram"].values()), read["replies"])
-            block = os.urandom(MIB)
-            with open(os.path.join(self.mnt, "out"), "wb") as f:
-                for _ in range(m_mib):
-                    f.write(block)
+            fd = os.open(os.path.join(self.mnt, "data"), os.O_RDONLY)
+            got = bytearray()
+            try:
+                for _ in range(n_mib):
+                    self.assertEqual(os.readv(fd, [buf]), MIB)
+                    got += buf
+                for i in range(small):
+                    got_small = os.pread(fd, 4096, i * 4096)
+                    self.assertEqual(got_small, data[i * 4096:(i + 1) * 4096])
+            finally:
+                os.close(fd)
+            self.assertTrue(bytes(got) == data, "the reader got other bytes than the source holds")
+            read = json_stats(self.mnt)[self.mnt]["read"]
+            self.assertEqual(read["spliced_replies"], 2 * n_mib)
+            self.assertEqual(read["spliced_bytes"], n_mib * MIB)
+            self.assertEqual(read["copied_replies"], small)
+            self.assertEqual(read["copied_bytes"], small * 4096)
+            self.assertEqual(read["copy_reasons"]["small"], small)
+            self.assertEqual(read["full_size_replies"], 2 * n_mib)
+            self.assertEqual(read["size_histogram"][str(512 * 1024)], 2 * n_mib)
+            self.assertEqual(read["size_histogram"]["4096"], small)
+
+            blocks = [os.urandom(MIB) for _ in range(m_mib)]
+            tail = [os.urandom(1024) for _ in range(small)]
+            fd = os.open(os.path.join(self.mnt, "out"), os.O_WRONLY | os.O_CREAT, 0o644)
+            try:
+                for block in blocks:
+                    buf[:] = block
+                    self.assertEqual(os.writev(fd, [buf]), MIB)
+                for piece in tail:
+                    self.assertEqual(os.write(fd, piece), len(piece))
+            finally:
+                os.close(fd)
             write = json_stats(self.mnt)[self.mnt]["write"]
-            self.assertEqual(write["bytes"], m_mib * MIB)
-            self.assertEqual(write["spliced_bytes"] + write["copied_bytes"], write["bytes"])
-            self.assertEqual(write["spliced_requests"] + write["copied_requests"], write["requests"])
+            self.assertEqual(write["spliced_requests"], 2 * m_mib)
+            self.assertEqual(write["spliced_bytes"], m_mib * MIB)
+            self.assertEqual(write["copied_requests"], small)
+            self.assertEqual(write["copied_bytes"], small * 1024)
+            self.assertEqual(write["copy_reasons"]["small"], small)
+        with open(os.path.join(self.src, "out"), "rb") as f:
+            self.assertTrue(f.read() == b"".join(blocks + tail), "the source holds other bytes than were written")
 
     def test_json_agrees_with_human_output_and_prometheus_parses(self):
         with open(os.path.join(self.src, "data"), "wb") as f:
@@ -139,9 +168,9 @@ class Stats(unittest.TestCase):
                                                      "bs=1M", "count=1", "iflag=direct", "status=none"]))
                 # Wait until both outer workers are stuck in the source (event, not a sleep).
                 deadline = time.monotonic() + 10
-                while time.monotonic() < deadline and self.blocked_workers(outer.pid) < 2:
+                while time.monotonic() < deadline and harness.threads_blocked_in_fuse(outer.pid) < 2:
                     time.sleep(0.05)
-                self.assertGreaterEqual(self.blocked_workers(outer.pid), 2, self.wchans(outer.pid))
+                self.assertGreaterEqual(harness.threads_blocked_in_fuse(outer.pid), 2, harness.wchans(outer.pid))
                 start = time.monotonic()
                 result = stats("--json", self.mnt, check=False)
                 elapsed = time.monotonic() - start
@@ -151,29 +180,6 @@ class Stats(unittest.TestCase):
                 os.kill(inner_mount.pid, signal.SIGCONT)
                 for r in readers:
                     self.assertEqual(r.wait(60), 0)
-
-    @staticmethod
-    def wchans(pid):
-        out = []
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{tid}/wchan") as f:
-                out.append(f.read())
-        return out
-
-    @staticmethod
-    def blocked_workers(pid):
-        """Threads of pid sleeping on the stopped source: in its FUSE request or
-        on a page that its read will fill."""
-        count = 0
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            try:
-                with open(f"/proc/{pid}/task/{tid}/wchan") as f:
-                    wchan = f.read()
-            except OSError:
-                continue
-            if wchan in ("request_wait_answer", "fuse_wait_on_page_writeback") or wchan.startswith("folio_wait"):
-                count += 1
-        return count
 
     def test_watch_prints_intervals(self):
         with Mount(self.src, self.mnt):
