@@ -93,6 +93,7 @@ struct Filesystem {
     bool act_as_caller = false; // root daemon: create files with the caller's ids
     std::vector<gid_t> daemon_groups;
     std::atomic<bool> initialized{false};
+    std::atomic<bool> writeback_cache{false};         // negotiated at INIT (--cache always)
     std::atomic<unsigned> workers_waiting_for_fds{0}; // see lookup_entry()
     std::optional<SingleFile> single_file;
     util::Fd single_file_fd; // O_PATH fd of a single-file SOURCE

@@ -26,12 +26,25 @@ int source_open_flags(const Filesystem& fs, int flags) {
     return flags | O_CLOEXEC;
 }
 
+// A write-only open that source_open_flags() widened to read-write, which
+// the source refused (a 0200 file, a daemon without CAP_DAC_OVERRIDE): the
+// caller asked only to write, so open for writing alone.
+bool widened_open_refused(const fuse_file_info* fi, int flags, int err) {
+    return err == EACCES && (fi->flags & O_ACCMODE) == O_WRONLY && (flags & O_ACCMODE) == O_RDWR;
+}
+int write_only(int flags) {
+    return (flags & ~O_ACCMODE) | O_WRONLY;
+}
+
 void fill_open_reply(Filesystem& fs, fuse_file_info* fi, util::Fd fd, int flags) {
     auto handle = std::make_unique<FileHandle>();
     handle->fd = std::move(fd);
     handle->write_splice_refused = (flags & O_APPEND) != 0;
     fi->fh = reinterpret_cast<uint64_t>(fs.open_files.add(std::move(handle)));
-    fi->direct_io = fs.opts.cache == CachePolicy::never;
+    // A source fd that cannot read cannot fill the pages a cached write
+    // only partly covers: that open file bypasses the page cache.
+    const bool cannot_read = (flags & O_ACCMODE) == O_WRONLY && fs.writeback_cache;
+    fi->direct_io = fs.opts.cache == CachePolicy::never || cannot_read;
     fi->keep_cache = fs.opts.cache == CachePolicy::always;
 }
 
@@ -40,8 +53,12 @@ void fill_open_reply(Filesystem& fs, fuse_file_info* fi, util::Fd fd, int flags)
 void open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     Filesystem& fs = fs_of(req);
     Inode& inode = fs.inodes.get(ino);
-    const int flags = source_open_flags(fs, fi->flags);
+    int flags = source_open_flags(fs, fi->flags);
     util::Fd fd(::open(inode.proc_path().c_str(), flags));
+    if (!fd && widened_open_refused(fi, flags, errno)) {
+        flags = write_only(flags);
+        fd.reset(::open(inode.proc_path().c_str(), flags));
+    }
     if (!fd) {
         fuse_reply_err(req, errno);
         return;
@@ -56,12 +73,15 @@ void create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, fu
     Filesystem& fs = fs_of(req);
     Inode& dir = fs.inodes.get(parent);
     // O_NOFOLLOW stays: a symlink put in the name's place must not be followed.
-    const int flags =
-        (source_open_flags(fs, fi->flags) | O_CREAT | O_NOFOLLOW) | (fi->flags & O_EXCL);
+    int flags = (source_open_flags(fs, fi->flags) | O_CREAT | O_NOFOLLOW) | (fi->flags & O_EXCL);
     util::Fd fd;
     {
         CallerCreds as_caller(fs, req);
         fd.reset(openat(dir.fd.get(), name, flags, mode));
+        if (!fd && widened_open_refused(fi, flags, errno)) {
+            flags = write_only(flags);
+            fd.reset(openat(dir.fd.get(), name, flags, mode));
+        }
     }
     if (!fd) {
         fuse_reply_err(req, errno);
@@ -105,6 +125,13 @@ void fallocate(fuse_req_t req, fuse_ino_t, int mode, off_t offset, off_t length,
 }
 
 void lseek(fuse_req_t req, fuse_ino_t, off_t off, int whence, fuse_file_info* fi) {
+    // With writeback caching the kernel asks without writing its dirty pages
+    // back first, so the source would place holes where cached data is (cp
+    // would then skip it). ENOSYS makes the kernel answer itself: all data.
+    if (fs_of(req).writeback_cache && (whence == SEEK_DATA || whence == SEEK_HOLE)) {
+        fuse_reply_err(req, ENOSYS);
+        return;
+    }
     const off_t result = ::lseek(handle_of(fi).fd.get(), off, whence);
     if (result < 0)
         fuse_reply_err(req, errno);

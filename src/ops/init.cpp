@@ -25,6 +25,7 @@ void init(void* userdata, fuse_conn_info* conn) {
         conn->want |= FUSE_CAP_WRITEBACK_CACHE;
     else
         conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+    fs.writeback_cache = (conn->want & FUSE_CAP_WRITEBACK_CACHE) != 0;
     if (conn->capable & FUSE_CAP_PARALLEL_DIROPS) conn->want |= FUSE_CAP_PARALLEL_DIROPS;
     // max_pages follows max_write in libfuse; a kernel without FUSE_MAX_PAGES
     // stays at 32 pages.
