@@ -1,15 +1,50 @@
 #include "creds.hpp"
 
+#include <linux/capability.h>
 #include <sys/fsuid.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include <array>
+#include <fstream>
+#include <sstream>
+#include <string>
 
 namespace splicefs {
 
-// setfsuid/setfsgid are per thread; glibc's setgroups() would change every
-// thread of the process, so the raw system call is used for the groups.
+namespace {
+
+// The supplementary groups of a process, as libfuse's fuse_req_getgroups()
+// reads them; empty when the process is gone.
+std::vector<gid_t> groups_of(pid_t pid) {
+    std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+    std::string line;
+    std::vector<gid_t> groups;
+    while (std::getline(status, line)) {
+        if (line.rfind("Groups:", 0) != 0) continue;
+        std::istringstream in(line.substr(7));
+        for (gid_t g; in >> g;)
+            groups.push_back(g);
+        break;
+    }
+    return groups;
+}
+
+bool thread_capabilities(__user_cap_data_struct (&data)[2]) {
+    __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
+    return syscall(SYS_capget, &header, data) == 0;
+}
+
+bool set_thread_capabilities(__user_cap_data_struct (&data)[2]) {
+    __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
+    return syscall(SYS_capset, &header, data) == 0;
+}
+
+constexpr unsigned fsetid_bit = 1U << CAP_FSETID; // CAP_FSETID < 32: in data[0]
+
+} // namespace
+
 CallerCreds::CallerCreds(Filesystem& fs, fuse_req_t req) : fs_(fs) {
     if (!fs.act_as_caller) return;
     const fuse_ctx* ctx = fuse_req_ctx(req);
@@ -19,9 +54,20 @@ CallerCreds::CallerCreds(Filesystem& fs, fuse_req_t req) : fs_(fs) {
     int n = fuse_req_getgroups(req, static_cast<int>(groups.size()), groups.data());
     if (n < 0) n = 0; // the caller is gone: its primary group alone
     if (n > static_cast<int>(groups.size())) n = static_cast<int>(groups.size());
-    syscall(SYS_setgroups, static_cast<size_t>(n), groups.data());
-    setfsgid(ctx->gid);
-    setfsuid(ctx->uid);
+    switch_to(ctx->uid, ctx->gid, std::vector<gid_t>(groups.begin(), groups.begin() + n));
+}
+
+CallerCreds::CallerCreds(Filesystem& fs, const fuse_in_header& in) : fs_(fs) {
+    if (!fs.act_as_caller || (in.uid == 0 && in.gid == 0)) return;
+    switch_to(in.uid, in.gid, groups_of(static_cast<pid_t>(in.pid)));
+}
+
+// setfsuid/setfsgid are per thread; glibc's setgroups() would change every
+// thread of the process, so the raw system call is used for the groups.
+void CallerCreds::switch_to(uid_t uid, gid_t gid, const std::vector<gid_t>& groups) {
+    syscall(SYS_setgroups, groups.size(), groups.data());
+    setfsgid(gid);
+    setfsuid(uid);
     switched_ = true;
 }
 
@@ -30,6 +76,45 @@ CallerCreds::~CallerCreds() {
     setfsuid(0);
     setfsgid(0);
     syscall(SYS_setgroups, fs_.daemon_groups.size(), fs_.daemon_groups.data());
+}
+
+WithoutFsetid::WithoutFsetid() {
+    __user_cap_data_struct data[2]{};
+    if (!thread_capabilities(data) || !(data[0].effective & fsetid_bit)) return;
+    data[0].effective &= ~fsetid_bit;
+    dropped_ = set_thread_capabilities(data);
+}
+
+WithoutFsetid::~WithoutFsetid() {
+    __user_cap_data_struct data[2]{};
+    if (!dropped_ || !thread_capabilities(data)) return;
+    data[0].effective |= fsetid_bit;
+    set_thread_capabilities(data);
+}
+
+namespace {
+
+bool has_suid_bits(int fd) {
+    struct stat st {};
+    return fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (st.st_mode & (S_ISUID | S_ISGID));
+}
+
+} // namespace
+
+ModifyAsCaller::ModifyAsCaller(Filesystem& fs, fuse_req_t req, int fd) {
+    const fuse_ctx* ctx = fuse_req_ctx(req);
+    if ((ctx->uid != 0 || ctx->gid != 0) && has_suid_bits(fd)) creds_.emplace(fs, req);
+}
+
+ModifyAsCaller::ModifyAsCaller(Filesystem& fs, const fuse_in_header& in, const fuse_write_in& arg,
+                               int fd) {
+    // Writes from the page cache carry no caller: the kernel cleared the
+    // bits when the data was written into the cache.
+    if ((arg.write_flags & FUSE_WRITE_CACHE) || !has_suid_bits(fd)) return;
+    if (in.uid != 0 || in.gid != 0)
+        creds_.emplace(fs, in);
+    else if (arg.write_flags & FUSE_WRITE_KILL_SUIDGID)
+        no_fsetid_.emplace();
 }
 
 } // namespace splicefs

@@ -1,22 +1,66 @@
-// Runs the calling thread with a FUSE caller's filesystem ids, so that files
-// created through a root daemon belong to the caller and the source applies
-// its own permission checks for that caller (as natively).
+// The identity the daemon acts with. A root daemon runs a thread with a FUSE
+// caller's filesystem ids so that files it creates belong to the caller and
+// the source applies its own permission checks for that caller (as
+// natively), and so that changes to setuid/setgid files clear those bits as
+// the caller's own changes would.
 #pragma once
 
 #include "filesystem.hpp"
+
+#include <linux/fuse.h>
+#include <sys/types.h>
+
+#include <optional>
+#include <vector>
 
 namespace splicefs {
 
 class CallerCreds {
   public:
     CallerCreds(Filesystem& fs, fuse_req_t req);
+    // For requests the data path answers itself, from their raw header.
+    CallerCreds(Filesystem& fs, const fuse_in_header& in);
     ~CallerCreds();
     CallerCreds(const CallerCreds&) = delete;
     CallerCreds& operator=(const CallerCreds&) = delete;
 
   private:
+    void switch_to(uid_t uid, gid_t gid, const std::vector<gid_t>& groups);
     Filesystem& fs_;
     bool switched_ = false;
+};
+
+// Runs the calling thread without CAP_FSETID while it lives (capabilities
+// are per thread): the source then clears setuid/setgid bits on a write as
+// it would for an unprivileged writer.
+class WithoutFsetid {
+  public:
+    WithoutFsetid();
+    ~WithoutFsetid();
+    WithoutFsetid(const WithoutFsetid&) = delete;
+    WithoutFsetid& operator=(const WithoutFsetid&) = delete;
+
+  private:
+    bool dropped_ = false;
+};
+
+// A change to a file's data (WRITE, truncate, fallocate) made while it has
+// a setuid or setgid bit runs with the caller's ids, and so without
+// CAP_FSETID: the source then clears the bits exactly as for the caller's own
+// change (the kernel's FUSE client clears setgid only with group execute
+// set, and on direct I/O leaves it all to the server). A root caller's
+// direct-I/O WRITE marked FUSE_WRITE_KILL_SUIDGID (it lacks CAP_FSETID) runs
+// without CAP_FSETID. Changes to files without such bits cost one fstat.
+class ModifyAsCaller {
+  public:
+    ModifyAsCaller(Filesystem& fs, fuse_req_t req, int fd);
+    ModifyAsCaller(Filesystem& fs, const fuse_in_header& in, const fuse_write_in& arg, int fd);
+    ModifyAsCaller(const ModifyAsCaller&) = delete;
+    ModifyAsCaller& operator=(const ModifyAsCaller&) = delete;
+
+  private:
+    std::optional<CallerCreds> creds_;
+    std::optional<WithoutFsetid> no_fsetid_;
 };
 
 } // namespace splicefs

@@ -1,5 +1,6 @@
 #include "data_path.hpp"
 
+#include "creds.hpp"
 #include "util/fd.hpp"
 #include "util/size.hpp"
 
@@ -289,8 +290,12 @@ class Worker {
 
     void write_from_buffer(const fuse_in_header& in, const fuse_write_in& arg, CopyReason reason) {
         auto& handle = handle_from_fh<FileHandle>(arg.fh);
-        const ssize_t n =
-            ::pwrite(handle.fd.get(), data_, arg.size, static_cast<off_t>(arg.offset));
+        const int fd = handle.fd_for_write(arg.write_flags);
+        ssize_t n;
+        {
+            ModifyAsCaller as_caller(fs_, in, arg, fd);
+            n = ::pwrite(fd, data_, arg.size, static_cast<off_t>(arg.offset));
+        }
         reply_write(in.unique, n < 0 ? -errno : n);
         count_copy(counters_.write, n < 0 ? CopyReason::error : reason,
                    n < 0 ? 0 : static_cast<size_t>(n));
@@ -308,9 +313,11 @@ class Worker {
             return copy_out_of_pipe(in, arg, CopyReason::source_refused);
         auto offset = static_cast<loff_t>(arg.offset);
         size_t done = 0;
+        const int fd = handle.fd_for_write(arg.write_flags);
+        ModifyAsCaller as_caller(fs_, in, arg, fd);
         while (done < arg.size) {
-            const ssize_t n = splice(pipe_.read_fd(), nullptr, handle.fd.get(), &offset,
-                                     arg.size - done, move_flag_);
+            const ssize_t n =
+                splice(pipe_.read_fd(), nullptr, fd, &offset, arg.size - done, move_flag_);
             if (n <= 0) {
                 if (n < 0 && errno == EINVAL && done == 0) {
                     handle.write_splice_refused.store(true, std::memory_order_relaxed);

@@ -8,6 +8,7 @@
 #include "util/handoff.hpp"
 
 #include <fuse_lowlevel.h>
+#include <linux/fuse.h>
 
 #include <dirent.h>
 
@@ -25,6 +26,14 @@ namespace splicefs {
 // data path learned about it.
 struct FileHandle {
     util::Fd fd;
+    // O_DIRECT opens only: the same file without O_DIRECT, for the writes
+    // the kernel makes from its page cache (a shared mapping's dirty pages,
+    // FUSE_WRITE_CACHE), whose lengths follow the file size and so need not
+    // suit the source's direct I/O (EINVAL, and the data was lost).
+    util::Fd buffered_fd;
+    int fd_for_write(uint32_t write_flags) const {
+        return (write_flags & FUSE_WRITE_CACHE) && buffered_fd ? buffered_fd.get() : fd.get();
+    }
     // The source refused splice (EINVAL) once: every later read of this open
     // file copies without trying again.
     std::atomic<bool> read_splice_refused{false};

@@ -1,4 +1,5 @@
 // Attributes of inodes and of the filesystem.
+#include "creds.hpp"
 #include "ops/ops.hpp"
 
 #include <fcntl.h>
@@ -22,7 +23,7 @@ timespec time_to_set(const struct stat& attr, int to_set, bool atime) {
 }
 
 // Applies the changes in `to_set`, in the order chmod, chown, truncate, utimes.
-int apply_setattr(const Inode& inode, const struct stat& attr, int to_set,
+int apply_setattr(fuse_req_t req, const Inode& inode, const struct stat& attr, int to_set,
                   const fuse_file_info* fi) {
     const int fd = fi ? handle_of(fi).fd.get() : -1;
     const bool is_symlink = S_ISLNK(inode.type);
@@ -39,6 +40,7 @@ int apply_setattr(const Inode& inode, const struct stat& attr, int to_set,
             return errno;
     }
     if (to_set & FUSE_SET_ATTR_SIZE) {
+        ModifyAsCaller as_caller(fs_of(req), req, fd >= 0 ? fd : inode.fd.get());
         const int r = fd >= 0 ? ftruncate(fd, attr.st_size)
                               : truncate(inode.proc_path().c_str(), attr.st_size);
         if (r < 0) return errno;
@@ -74,7 +76,7 @@ void setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse
     Filesystem& fs = fs_of(req);
     if (refused_in_synthetic_root(req, ino)) return;
     Inode& inode = fs.inodes.get(ino);
-    int err = apply_setattr(inode, *attr, to_set, fi);
+    int err = apply_setattr(req, inode, *attr, to_set, fi);
     struct stat st {};
     if (!err) err = fs.stat_source(inode, st);
     if (err)

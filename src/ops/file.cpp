@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <string>
 
 namespace splicefs::ops {
 
@@ -38,6 +39,12 @@ int write_only(int flags) {
 
 void fill_open_reply(Filesystem& fs, fuse_file_info* fi, util::Fd fd, int flags) {
     auto handle = std::make_unique<FileHandle>();
+    if (flags & O_DIRECT) {
+        // Reopened, not duplicated: O_DIRECT belongs to the open file.
+        const auto path = "/proc/self/fd/" + std::to_string(fd.get());
+        handle->buffered_fd.reset(
+            ::open(path.c_str(), flags & ~(O_DIRECT | O_TRUNC | O_CREAT | O_EXCL | O_NOFOLLOW)));
+    }
     handle->fd = std::move(fd);
     handle->write_splice_refused = (flags & O_APPEND) != 0;
     fi->fh = reinterpret_cast<uint64_t>(fs.open_files.add(std::move(handle)));
@@ -120,7 +127,9 @@ void fsync(fuse_req_t req, fuse_ino_t, int datasync, fuse_file_info* fi) {
 
 void fallocate(fuse_req_t req, fuse_ino_t, int mode, off_t offset, off_t length,
                fuse_file_info* fi) {
-    const int r = ::fallocate(handle_of(fi).fd.get(), mode, offset, length);
+    const int fd = handle_of(fi).fd.get();
+    ModifyAsCaller as_caller(fs_of(req), req, fd);
+    const int r = ::fallocate(fd, mode, offset, length);
     fuse_reply_err(req, r < 0 ? errno : 0);
 }
 
