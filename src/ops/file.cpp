@@ -109,8 +109,11 @@ void create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, fu
 
 void flush(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
     // close() of a duplicate reports the errors a close of the source would
-    // (NFS sources report write-back errors here) without closing it.
-    const int r = close(dup(handle_of(fi).fd.get()));
+    // (NFS sources report write-back errors here) without closing it. With
+    // no fd left for the duplicate there is nothing to report: EMFILE is the
+    // daemon's, not the file's, and fsync still reports write-back errors.
+    const int copy = dup(handle_of(fi).fd.get());
+    const int r = copy < 0 ? 0 : close(copy);
     fuse_reply_err(req, r < 0 ? errno : 0);
 }
 

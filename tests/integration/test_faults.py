@@ -126,6 +126,27 @@ class Faults(unittest.TestCase):
                 subprocess.run(["umount", "-l", self.src], capture_output=True)
                 harness.detach(device)
 
+    def test_close_at_the_daemons_fd_limit_succeeds(self):
+        # close() reports the source's flush errors: the daemon closes a
+        # duplicate of the source fd. At its fd limit the duplicate cannot
+        # be made, which is no error of the file's (natively close gives 0).
+        with open(os.path.join(self.src, "f"), "wb") as f:
+            f.write(b"x")
+        with Mount(self.src, self.mnt, fd_limit=64) as m:
+            fds = []
+            try:
+                while len(fds) < 200:
+                    try:
+                        fds.append(os.open(os.path.join(self.mnt, "f"), os.O_RDONLY))
+                    except OSError as e:
+                        self.assertEqual(e.errno, errno.EMFILE)
+                        break
+                self.assertLess(len(fds), 200, "the daemon never reached its fd limit")
+            finally:
+                results = [harness.outcome(os.close, fd) for fd in fds]
+            self.assertEqual([r for r in results if r != ("ok", None)], [])
+            self.assertEqual(m.unmount(), 0, m.log)
+
     def test_sigterm_while_a_writer_is_blocked_in_the_daemon(self):
         # The promise (splicefs(1)): SIGTERM unmounts lazily, files still
         # open keep working until closed, then the daemon exits 0. The case
