@@ -103,19 +103,24 @@ class Worker {
                          util::human_bytes(limits_.pipe_size));
     }
 
-    void run() {
+    // Returns false when the worker stopped on an error rather than at the
+    // end of the session (an unmount gives ENODEV).
+    bool run() {
+        bool ended_cleanly = true;
         while (!fuse_session_exited(session_)) {
             const ssize_t n =
                 splice_writes_ && pipe_.slots() > 1 ? receive_by_splice() : receive_by_read();
             if (n < 0) {
                 const int err = static_cast<int>(-n);
-                if (err == ENODEV) break; // unmounted or aborted
+                if (err == ENODEV) break; // unmounted
                 if (err == EINTR || err == EAGAIN || err == ENOENT) continue;
                 spdlog::error("reading /dev/fuse: {}", std::strerror(err));
+                ended_cleanly = false;
                 break;
             }
         }
         fuse_session_exit(session_);
+        return ended_cleanly;
     }
 
   private:
@@ -445,6 +450,7 @@ std::string settle_limits(const Options& opts, Limits& limits) {
 struct Workers::Impl {
     std::vector<std::thread> threads;
     std::atomic<unsigned> running{0};
+    std::atomic<bool> failed{false};
 };
 
 Workers::Workers(Filesystem& fs, fuse_session* session, unsigned threads, int exit_eventfd)
@@ -454,7 +460,7 @@ Workers::Workers(Filesystem& fs, fuse_session* session, unsigned threads, int ex
         impl_->threads.emplace_back([this, &fs, session, exit_eventfd] {
             {
                 Worker worker(fs, session);
-                worker.run();
+                if (!worker.run()) impl_->failed = true;
             }
             --impl_->running;
             const uint64_t one = 1;
@@ -475,6 +481,10 @@ void Workers::join() {
 
 unsigned Workers::running() const {
     return impl_->running;
+}
+
+bool Workers::failed() const {
+    return impl_->failed;
 }
 
 } // namespace splicefs

@@ -28,6 +28,9 @@ class Workers {
     Workers& operator=(const Workers&) = delete;
     void join();
     unsigned running() const;
+    // A worker stopped on an error (the connection was aborted, /dev/fuse
+    // failed), not at the end of the session.
+    bool failed() const;
 
   private:
     struct Impl;

@@ -459,7 +459,7 @@ int run_mount(Options opts) {
     reporter.report(exit_code::ok, "");
     if (!opts.foreground) redirect_stdio_to_null();
 
-    bool detached = false;
+    bool detached = false, connection_lost = false;
     while (workers.running() > 0) {
         pollfd fds[2] = {{signal_fd.get(), POLLIN, 0}, {workers_exited.get(), POLLIN, 0}};
         if (poll(fds, 2, -1) < 0) continue;
@@ -474,10 +474,16 @@ int run_mount(Options opts) {
         if (fds[1].revents & POLLIN) {
             uint64_t count;
             (void)!::read(workers_exited.get(), &count, sizeof count);
-            // A worker only stops when the connection is gone or broken; make
-            // sure no mount is left that nobody serves.
-            if (!detached && still_mounted(opts.mountpoint, root_st.st_dev))
+            // A worker only stops when the connection is gone or broken. Gone
+            // while still mounted and not by our unmount means it was broken
+            // (aborted through fusectl): a failure. No mount may be left
+            // that nobody serves.
+            if (!detached && still_mounted(opts.mountpoint, root_st.st_dev)) {
+                spdlog::error("the FUSE connection of {} ended while it was mounted",
+                              opts.mountpoint);
+                connection_lost = true;
                 detach(opts.mountpoint);
+            }
             detached = true;
         }
     }
@@ -486,9 +492,13 @@ int run_mount(Options opts) {
     stats_server.stop();
     fuse_session_unmount(session);
     fuse_session_destroy(session);
-    spdlog::info("unmounted {}", opts.mountpoint);
+    const bool failed = workers.failed() || connection_lost;
+    if (failed)
+        spdlog::error("unmounted {} after a failure", opts.mountpoint);
+    else
+        spdlog::info("unmounted {}", opts.mountpoint);
     spdlog::shutdown();
-    return exit_code::ok;
+    return failed ? exit_code::system : exit_code::ok;
 }
 
 } // namespace splicefs

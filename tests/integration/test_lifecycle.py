@@ -195,6 +195,23 @@ class Lifecycle(unittest.TestCase):
             after = harness.wait_for_fds_to_settle(m.pid, before + 2)
             self.assertLessEqual(after, before + 2, os.listdir(fd_dir))
 
+    def test_aborted_connection_exits_two_and_unmounts(self):
+        # An aborted connection (fusectl's abort) is a failure after
+        # mounting: exit status 2 (splicefs(1)), and no mount left behind.
+        connections = "/sys/fs/fuse/connections"
+        if not is_mounted(connections):
+            r = subprocess.run(["mount", "-t", "fusectl", "fusectl", connections], capture_output=True, text=True)
+            if r.returncode != 0:
+                self.skipTest(f"cannot mount fusectl on {connections}: {r.stderr.strip()}")
+            self.addCleanup(subprocess.run, ["umount", connections], capture_output=True)
+        m = Mount(self.src, self.mnt)
+        with m:
+            with open(f"{connections}/{os.minor(os.stat(self.mnt).st_dev)}/abort", "w") as f:
+                f.write("1")
+            self.assertEqual(m.wait(), 2, m.log)
+            self.assertFalse(is_mounted(self.mnt))
+            self.assertIn("after a failure", m.log)
+
     def test_auto_unmount_after_sigkill(self):
         m = Mount(self.src, self.mnt, "-o", "auto_unmount")
         with m:
