@@ -2,6 +2,7 @@
 mount; results, errno, contents and stat fields must agree, and at the end
 the source tree must equal the reference tree."""
 
+import contextlib
 import ctypes
 import errno
 import fcntl
@@ -201,6 +202,16 @@ class Parity(harness.MountedTestCase):
                 return data, os.fstat(fd).st_size, (hole, data_at), beyond, os.pread(fd, 10, (6 << 30) + 5)
             finally:
                 os.close(fd)
+        try:
+            self.compare_sparse(op)
+        finally:
+            # The file is 6 GiB long: the tree comparison at the end would
+            # hash every zero of it twice, so it goes once compared here.
+            for base in (self.ref, self.src):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(base, "sparse"))
+
+    def compare_sparse(self, op):
         if harness.ARGS.cache != "always":
             self.same(op)
             return
