@@ -315,6 +315,13 @@ int run_mount(Options opts) {
         single_file_fd = std::move(source_fd);
     }
 
+    // Before mounting: a socket directory another user controls is refused
+    // with the mount, not discovered after it.
+    if (auto problem = make_private_socket_dir(); problem.unsafe) {
+        std::fprintf(stderr, "splicefs: %s\n", problem.error.c_str());
+        return exit_code::mount_failed;
+    }
+
     auto fs = std::make_unique<Filesystem>(opts, std::move(root_fd));
     if (single_file) {
         fs->single_file = single_file;

@@ -69,6 +69,18 @@ std::optional<Report> fetch(const util::MountEntry& mount, std::string& error) {
             close(fd);
             continue;
         }
+        // Only the mount's owner or root may serve its figures: a socket
+        // another user put in the path is not believed.
+        ucred peer{};
+        socklen_t peer_len = sizeof peer;
+        const uid_t owner = mount_owner(mount);
+        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peer, &peer_len) < 0 ||
+            (peer.uid != owner && peer.uid != 0)) {
+            error = path + ": served by uid " + std::to_string(peer.uid) +
+                    ", not by the mount's owner (uid " + std::to_string(owner) + ")";
+            close(fd);
+            continue;
+        }
         std::string text;
         char buf[4096];
         ssize_t n;

@@ -2,6 +2,7 @@
 
 #include "stats_format.hpp"
 
+#include <fcntl.h>
 #include <poll.h>
 #include <spdlog/spdlog.h>
 #include <sys/eventfd.h>
@@ -30,10 +31,28 @@ std::string stats_socket_path(uid_t uid, dev_t dev) {
            std::to_string(minor(dev)) + ".sock";
 }
 
+SocketDirProblem make_private_socket_dir() {
+    const uid_t uid = geteuid();
+    const std::string dir = stats_socket_dir(uid);
+    const std::string what = "stats socket directory " + dir;
+    if (mkdir(dir.c_str(), 0700) < 0 && errno != EEXIST)
+        return {what + ": " + std::strerror(errno), false};
+    struct stat st {};
+    if (lstat(dir.c_str(), &st) < 0) return {what + ": " + std::strerror(errno), false};
+    if (!S_ISDIR(st.st_mode)) return {what + " is not a directory", true};
+    if (st.st_uid != uid)
+        return {what + " belongs to uid " + std::to_string(st.st_uid) + ", not to uid " +
+                    std::to_string(uid) + "; remove it or set XDG_RUNTIME_DIR",
+                true};
+    // Ours but open to others (made by an older version, or by hand): close it.
+    if ((st.st_mode & 077) && chmod(dir.c_str(), 0700) < 0)
+        return {what + ": " + std::strerror(errno), true};
+    return {};
+}
+
 std::string StatsServer::start(dev_t dev) {
     dev_ = dev;
-    const std::string dir = stats_socket_dir(geteuid());
-    if (mkdir(dir.c_str(), 0755) < 0 && errno != EEXIST) return dir + ": " + std::strerror(errno);
+    if (auto problem = make_private_socket_dir(); !problem.error.empty()) return problem.error;
     path_ = stats_socket_path(geteuid(), dev);
     sockaddr_un addr{};
     addr.sun_family = AF_UNIX;
@@ -54,6 +73,7 @@ std::string StatsServer::start(dev_t dev) {
     // Peers are checked by SO_PEERCRED; the mode keeps other users from connecting at all.
     chmod(path_.c_str(), 0600);
     stop_fd_ = eventfd(0, EFD_CLOEXEC);
+    reserve_fd_ = open("/dev/null", O_RDONLY | O_CLOEXEC);
     thread_ = std::thread([this] { serve(); });
     return {};
 }
@@ -73,6 +93,21 @@ void StatsServer::stop() {
         close(stop_fd_);
         stop_fd_ = -1;
     }
+    if (reserve_fd_ >= 0) {
+        close(reserve_fd_);
+        reserve_fd_ = -1;
+    }
+}
+
+// At the fd limit a waiting client cannot be accepted and the listening
+// socket stays readable: poll() would return at once, forever. The reserve
+// fd makes room to accept that client and hang up on it.
+void StatsServer::drop_client_at_fd_limit() {
+    if (reserve_fd_ < 0) return;
+    close(reserve_fd_);
+    const int client = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+    if (client >= 0) close(client);
+    reserve_fd_ = open("/dev/null", O_RDONLY | O_CLOEXEC);
 }
 
 void StatsServer::serve() {
@@ -81,7 +116,10 @@ void StatsServer::serve() {
         if (poll(fds, 2, -1) < 0) continue;
         if (fds[1].revents) return;
         const int client = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
-        if (client < 0) continue;
+        if (client < 0) {
+            if (errno == EMFILE || errno == ENFILE) drop_client_at_fd_limit();
+            continue;
+        }
         ucred peer{};
         socklen_t len = sizeof peer;
         if (getsockopt(client, SOL_SOCKET, SO_PEERCRED, &peer, &len) == 0 &&

@@ -19,6 +19,15 @@ namespace splicefs {
 
 std::string stats_socket_dir(uid_t uid);
 std::string stats_socket_path(uid_t uid, dev_t dev);
+// Makes the calling user's socket directory (mode 0700) or checks the one
+// there. `unsafe`: it exists but belongs to another user or is no directory
+// (whoever owns it could replace the socket), refused as ssh-agent and tmux
+// refuse theirs; otherwise an error only means stats will not be served.
+struct SocketDirProblem {
+    std::string error; // names the directory; empty when all is well
+    bool unsafe = false;
+};
+SocketDirProblem make_private_socket_dir();
 
 class StatsServer {
   public:
@@ -33,12 +42,14 @@ class StatsServer {
 
   private:
     void serve();
+    void drop_client_at_fd_limit();
     std::string report() const;
 
     Filesystem& fs_;
     std::string path_;
     int listen_fd_ = -1;
     int stop_fd_ = -1;
+    int reserve_fd_ = -1; // given up to accept (and drop) a client at the fd limit
     std::thread thread_;
     dev_t dev_ = 0;
 };

@@ -1,6 +1,7 @@
 """Privilege: setuid and device files follow the suid/dev options, the
 daemon never follows a symlink swapped in for a directory during lookups,
-and a non-root user can mount their own directory."""
+a non-root user can mount their own directory, and the stats socket can be
+neither taken over nor faked nor made to spin the daemon."""
 
 import os
 import pwd
@@ -101,9 +102,10 @@ class Security(unittest.TestCase):
         self.assertNotIn("SECRET", seen)
         self.assertIn("public", seen)
 
-    def test_non_root_user_mounts_their_own_directory(self):
-        # fusermount3 must be setuid root and /dev/fuse open to the user; where
-        # it is not (mode 0600 here), the test opens it for its own duration.
+    def non_root_user(self):
+        """Sets up what a mount by USER needs: fusermount3 setuid root,
+        /dev/fuse open to the user (for the test's duration), a temporary
+        account (fusermount3 wants a name), src and mnt owned by the user."""
         fusermount = shutil.which("fusermount3")
         if not fusermount or not os.stat(fusermount).st_mode & stat.S_ISUID:
             self.skipTest("fusermount3 is not installed setuid root")
@@ -111,7 +113,6 @@ class Security(unittest.TestCase):
         if not old_mode & 0o006:
             os.chmod("/dev/fuse", 0o666)
             self.addCleanup(os.chmod, "/dev/fuse", old_mode)
-        # fusermount3 wants a user name: a temporary account for the test.
         name = "splicefs-test"
         r = subprocess.run(["useradd", "--no-create-home", "--uid", str(USER[0]), "--user-group", name],
                            capture_output=True, text=True)
@@ -120,20 +121,118 @@ class Security(unittest.TestCase):
         self.addCleanup(subprocess.run, ["userdel", name], capture_output=True)
         for p in (self.src, self.mnt):
             os.chown(p, *USER[:2])
-        env = dict(os.environ, XDG_RUNTIME_DIR=self.tmp)
 
-        def mount_and_read():
+    def mount_as_user(self, env, then=lambda: None):
+        """Mounts src on mnt as USER; returns (exit code, stderr lines, then())."""
+        def mount_and_run():
             r = subprocess.run([harness.ARGS.binary, self.src, self.mnt], capture_output=True, text=True, env=env)
             if r.returncode != 0:
-                return ("mount failed", r.returncode, r.stderr)
+                return r.returncode, r.stderr.strip().splitlines(), None
             try:
-                return sorted(os.listdir(self.mnt))
+                return 0, [], then()
             finally:
                 subprocess.run(["fusermount3", "-u", self.mnt])
+        return run_as(*USER, mount_and_run)
+
+    def test_non_root_user_mounts_their_own_directory(self):
+        self.non_root_user()
         with open(os.path.join(self.src, "mine"), "w") as f:
             f.write("x")
-        self.assertEqual(run_as(*USER, mount_and_read), ["mine"])
+        env = dict(os.environ, XDG_RUNTIME_DIR=self.tmp)
+        self.assertEqual(self.mount_as_user(env, lambda: sorted(os.listdir(self.mnt))), (0, [], ["mine"]))
 
+    def test_stats_socket_directory_of_another_user_is_refused(self):
+        # Without XDG_RUNTIME_DIR the sockets live in /tmp/splicefs-UID, a
+        # name anybody can take first; whoever owns it could replace them.
+        self.non_root_user()
+        env = {k: v for k, v in os.environ.items() if k != "XDG_RUNTIME_DIR"}
+        sockets = f"/tmp/splicefs-{USER[0]}"
+        shutil.rmtree(sockets, ignore_errors=True)
+        self.addCleanup(shutil.rmtree, sockets, True)
+        os.mkdir(sockets)
+        os.chown(sockets, 65534, 65534)
+        os.chmod(sockets, 0o777)
+        code, lines, _ = self.mount_as_user(env)
+        self.assertEqual(code, 32)
+        self.assertEqual(len(lines), 1, lines)
+        self.assertIn(f"{sockets} belongs to uid 65534", lines[0])
+        self.assertFalse(is_mounted(self.mnt))
+        # Once it is gone the mount makes it, private to the user.
+        os.rmdir(sockets)
+        code, lines, st = self.mount_as_user(env, lambda: tuple(os.lstat(sockets))[:6])
+        self.assertEqual((code, lines), (0, []))
+        self.assertEqual((stat.S_IMODE(st[0]), st[4]), (0o700, USER[0]))
+
+    def test_stats_believes_only_the_mounts_owner(self):
+        # A socket in the path `stats` tries, served by another user, must
+        # not be taken for the mount's daemon.
+        import socket as socketlib
+        with Mount(self.src, self.mnt):
+            dev = os.stat(self.mnt).st_dev
+            fake_dir = "/run/user/0/splicefs"
+            fake = f"{fake_dir}/{os.major(dev)}:{os.minor(dev)}.sock"
+            real = f"/run/splicefs/{os.major(dev)}:{os.minor(dev)}.sock"
+            os.makedirs(fake_dir, exist_ok=True)
+            self.addCleanup(shutil.rmtree, "/run/user/0/splicefs", True)
+            os.chmod(fake_dir, 0o777)
+            ready = threading.Event()
+
+            def serve_fake():
+                sock = socketlib.socket(socketlib.AF_UNIX)
+                sock.bind(fake)
+                os.chmod(fake, 0o777)
+                sock.listen(1)
+                ready.set()
+                conn, _ = sock.accept()
+                try:
+                    conn.sendall(b"read.bytes=999999\n")
+                except OSError:
+                    pass  # the client hung up at once, as it should
+                conn.close()
+                sock.close()
+            # The real socket is tried first: hide it for the test.
+            os.rename(real, real + ".hidden")
+            self.addCleanup(os.rename, real + ".hidden", real)
+            server = threading.Thread(target=lambda: run_as(65534, 65534, [], lambda: serve_fake() or 0))
+            server.start()
+            try:
+                harness.wait_until(lambda: os.path.exists(fake), 10, "the fake socket")
+                r = subprocess.run([harness.ARGS.binary, "stats", "--json", self.mnt], capture_output=True, text=True)
+            finally:
+                server.join(10)
+            self.assertEqual(r.returncode, 4, r.stdout)
+            self.assertIn("served by uid 65534", r.stderr)
+
+    def test_stats_at_the_daemons_fd_limit_does_not_spin(self):
+        # At its fd limit the daemon cannot accept a stats client; the
+        # client must get an answer (or none) without the daemon spinning.
+        with open(os.path.join(self.src, "f"), "wb") as f:
+            f.write(b"x")
+        with Mount(self.src, self.mnt, fd_limit=64) as m:
+            fds = []
+            try:
+                while len(fds) < 200:
+                    try:
+                        fds.append(os.open(os.path.join(self.mnt, "f"), os.O_RDONLY))
+                    except OSError:
+                        break
+                r = subprocess.run([harness.ARGS.binary, "stats", self.mnt], capture_output=True, text=True,
+                                   timeout=30)
+                self.assertEqual(r.returncode, 4, r.stdout)
+
+                def cpu_ticks():
+                    with open(f"/proc/{m.pid}/stat") as f:
+                        fields = f.read().rsplit(")", 1)[1].split()
+                    return int(fields[11]) + int(fields[12])
+                before = cpu_ticks()
+                time.sleep(1)  # a measurement window, not a wait for an event
+                spent = (cpu_ticks() - before) / os.sysconf("SC_CLK_TCK")
+                self.assertLess(spent, 0.2, "the daemon spins on its listening socket")
+            finally:
+                for fd in fds:
+                    os.close(fd)
+            # With fds free again, stats answers.
+            self.assertEqual(subprocess.run([harness.ARGS.binary, "stats", self.mnt], capture_output=True).returncode, 0)
 
 if __name__ == "__main__":
     harness.main()
