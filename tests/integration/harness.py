@@ -310,6 +310,30 @@ class MountedTestCase(unittest.TestCase):
         return os.path.join(self.ref, *parts)
 
 
+def write_file(path, data, mode=0o644):
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+def open_until_emfile(path, most=200):
+    """Opens path again and again until the daemon runs out of fds (EMFILE)
+    or `most` opens succeed; returns the fds."""
+    fds = []
+    while len(fds) < most:
+        try:
+            fds.append(os.open(path, os.O_RDONLY))
+        except OSError as e:
+            if e.errno != errno.EMFILE:
+                for fd in fds:
+                    os.close(fd)
+                raise
+            break
+    return fds
+
+
 def outcome(fn, *args, **kwargs):
     """('ok', result) or ('err', errno name): what comparing needs."""
     try:

@@ -15,7 +15,7 @@ import threading
 import unittest
 
 import harness
-from harness import outcome, stat_summary, tree_snapshot
+from harness import outcome, stat_summary, tree_snapshot, write_file
 
 libc = ctypes.CDLL(None, use_errno=True)
 RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2
@@ -38,14 +38,6 @@ def utimensat(path, atime, mtime, nofollow=False):
     if libc.utimensat(AT_FDCWD, path.encode(), times, 0x100 if nofollow else 0) != 0:
         e = ctypes.get_errno()
         raise OSError(e, os.strerror(e))
-
-
-def write_file(path, data, mode=0o644):
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
 
 
 def read_file(path):

@@ -13,22 +13,13 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import unittest
 
 import harness
-from harness import Mount, outcome, tree_snapshot
+from harness import Mount, outcome, tree_snapshot, write_file
 
 MIB = 1 << 20
 PAGE = mmap.PAGESIZE
-
-
-def write_file(path, data, mode=0o644):
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
 
 
 class Dirent(ctypes.Structure):
@@ -240,33 +231,14 @@ class PosixEdges(harness.MountedTestCase):
             self.same(op)
 
 
-class SetuidClearing(unittest.TestCase):
+class SetuidClearing(harness.MountedTestCase):
     """Writes, truncates and fallocates by callers without CAP_FSETID clear
     setuid/setgid bits on the source as they would natively, for the owner,
     a group member, another user and root, in every cache policy (direct
     I/O leaves the clearing to the server)."""
 
     OWNER, MEMBER, OTHER, GROUP = 1000, 1001, 65534, 1100
-
-    def setUp(self):
-        self.tmp = tempfile.mkdtemp(prefix="splicefs-suid-")
-        os.chmod(self.tmp, 0o755)
-        self.src = os.path.join(self.tmp, "src")
-        self.mnt = os.path.join(self.tmp, "mnt")
-        self.ref = os.path.join(self.tmp, "ref")
-        for d in (self.src, self.mnt, self.ref):
-            os.mkdir(d)
-            os.chmod(d, 0o755)
-        self.mount = Mount(self.src, self.mnt, "-o", "allow_other")
-        self.mount.__enter__()
-
-    def tearDown(self):
-        import shutil
-        try:
-            self.assertEqual(self.mount.unmount(), 0, self.mount.log)
-        finally:
-            self.mount.kill()
-            shutil.rmtree(self.tmp, ignore_errors=True)
+    mount_args = ("-o", "allow_other")
 
     def test_setuid_and_setgid_clearing_matches_native(self):
         callers = {"owner": (self.OWNER, self.OWNER, []), "group member": (self.MEMBER, self.MEMBER, [self.GROUP]),
