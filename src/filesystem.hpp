@@ -34,6 +34,8 @@ struct FileHandle {
     int fd_for_write(uint32_t write_flags) const {
         return (write_flags & FUSE_WRITE_CACHE) && buffered_fd ? buffered_fd.get() : fd.get();
     }
+    // The inode whose fd this open file pins (InodeTable::pin), or null.
+    Inode* pinned_inode = nullptr;
     // The source refused splice (EINVAL) once: every later read of this open
     // file copies without trying again.
     std::atomic<bool> read_splice_refused{false};
@@ -92,8 +94,9 @@ struct SingleFile {
 };
 
 struct Filesystem {
-    Filesystem(Options options, util::Fd root_fd)
-        : opts(std::move(options)), inodes(std::move(root_fd)) {}
+    // `inode_fds`, `file_handles`: see InodeTable.
+    Filesystem(Options options, util::Fd root_fd, size_t inode_fds, bool file_handles)
+        : opts(std::move(options)), inodes(std::move(root_fd), inode_fds, file_handles) {}
 
     Options opts;
     InodeTable inodes;
@@ -102,8 +105,7 @@ struct Filesystem {
     bool act_as_caller = false; // root daemon: create files with the caller's ids
     std::vector<gid_t> daemon_groups;
     std::atomic<bool> initialized{false};
-    std::atomic<bool> writeback_cache{false};         // negotiated at INIT (--cache always)
-    std::atomic<unsigned> workers_waiting_for_fds{0}; // see lookup_entry()
+    std::atomic<bool> writeback_cache{false}; // negotiated at INIT (--cache always)
     std::optional<SingleFile> single_file;
     util::Fd single_file_fd; // O_PATH fd of a single-file SOURCE
     OpenHandles<FileHandle> open_files;
@@ -117,9 +119,7 @@ struct Filesystem {
     // stat() of a source inode as the mount presents it: a block device
     // appears as a regular file of the device's size.
     int stat_source(int fd, struct stat& st) const;
-    int stat_source(const Inode& inode, struct stat& st) const {
-        return stat_source(inode.fd.get(), st);
-    }
+    int stat_source(Inode& inode, struct stat& st);
 };
 
 inline Filesystem& fs_of(fuse_req_t req) {

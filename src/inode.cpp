@@ -3,6 +3,7 @@
 #include "filesystem.hpp"
 
 #include <fcntl.h>
+#include <malloc.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -11,138 +12,317 @@
 
 namespace splicefs {
 
-InodeTable::InodeTable(util::Fd root_fd) : root_(new Inode) {
+namespace {
+
+struct HandleBuffer {
+    file_handle header;
+    unsigned char bytes[MAX_HANDLE_SZ];
+};
+
+// The source file handle of `fd` and the id of the mount it is valid on, or
+// false when the source cannot give one (no export support).
+bool handle_of(int fd, std::vector<unsigned char>& handle, int& mount_id) {
+    HandleBuffer buffer{};
+    buffer.header.handle_bytes = MAX_HANDLE_SZ;
+    if (name_to_handle_at(fd, "", &buffer.header, &mount_id, AT_EMPTY_PATH) < 0) return false;
+    const auto* begin = reinterpret_cast<const unsigned char*>(&buffer);
+    handle.assign(begin, begin + sizeof(file_handle) + buffer.header.handle_bytes);
+    return true;
+}
+
+// An fd open_by_handle_at accepts for the mount the directory `fd` is on:
+// not O_PATH, which it refuses (EBADF). The first inode of a mount the daemon
+// meets is the mount's root, a directory; a bind-mounted file is not one and
+// is reopened by name.
+int mount_fd_from(int fd) {
+    return openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+}
+
+std::shared_ptr<const util::Fd> shared(util::Fd fd) {
+    return std::make_shared<const util::Fd>(std::move(fd));
+}
+
+} // namespace
+
+InodeTable::InodeTable(util::Fd root_fd, size_t fd_budget, bool use_file_handles)
+    : root_(new Inode), fd_budget_(std::max<size_t>(fd_budget, 16)),
+      use_file_handles_(use_file_handles) {
     struct stat st {};
     fstat(root_fd.get(), &st);
-    root_->fd = std::move(root_fd);
     root_->dev = st.st_dev;
     root_->ino = st.st_ino;
     root_->type = st.st_mode & S_IFMT;
     root_->nlookup = 1; // never forgotten
+    root_->pins = 1;    // never closed
+    if (use_file_handles_) {
+        // One probe decides: without CAP_DAC_READ_SEARCH open_by_handle_at
+        // is EPERM for every inode, and inodes are reopened by name.
+        std::vector<unsigned char> handle;
+        int mount_id = -1;
+        use_file_handles_ = false;
+        util::Fd mount_fd(mount_fd_from(root_fd.get()));
+        if (mount_fd && handle_of(root_fd.get(), handle, mount_id)) {
+            const util::Fd probe(open_by_handle_at(
+                mount_fd.get(), reinterpret_cast<file_handle*>(handle.data()), O_PATH | O_CLOEXEC));
+            if (probe) {
+                use_file_handles_ = true;
+                mount_fds_.emplace(mount_id, std::move(mount_fd));
+            }
+        }
+    }
+    root_->fd = shared(std::move(root_fd));
     by_source_id_[{st.st_dev, st.st_ino}] = root_;
+    live_.insert(root_);
 }
 
 InodeTable::~InodeTable() {
-    for (auto& [key, inode] : by_source_id_)
+    for (Inode* inode : live_)
         delete inode;
 }
 
-Inode& InodeTable::remember(util::Fd fd, const struct stat& st, const Inode& parent,
-                            std::string_view name) {
+Inode* InodeTable::find(fuse_ino_t ino) {
+    if (ino == FUSE_ROOT_ID) return root_;
     std::lock_guard lock(mutex_);
-    auto [it, inserted] = by_source_id_.try_emplace({st.st_dev, st.st_ino}, nullptr);
-    if (inserted) {
-        auto* inode = new Inode;
-        inode->fd = std::move(fd);
+    auto* inode = reinterpret_cast<Inode*>(ino);
+    return live_.contains(inode) ? inode : nullptr;
+}
+
+PathFd InodeTable::path_fd(Inode& inode) {
+    inode.last_used.store(use_clock_.load(std::memory_order_relaxed), std::memory_order_relaxed);
+    {
+        std::lock_guard lock(inode.fd_mutex);
+        if (inode.fd) return PathFd(inode.fd);
+    }
+    util::Fd fd;
+    int err = reopen(inode, fd);
+    if (err == EMFILE || err == ENFILE) {
+        close_some_fds();
+        err = reopen(inode, fd);
+    }
+    if (err) return PathFd(err);
+    auto opened = shared(std::move(fd));
+    {
+        std::lock_guard lock(inode.fd_mutex);
+        if (inode.fd) return PathFd(inode.fd); // another worker was first
+        inode.fd = opened;
+    }
+    std::lock_guard lock(mutex_);
+    ++reopened_;
+    cache_fd(inode, nullptr);
+    return PathFd(std::move(opened));
+}
+
+int InodeTable::reopen(Inode& inode, util::Fd& fd) {
+    if (!inode.handle.empty()) { // set before the inode was published, never changed
+        fd.reset(open_by_handle_at(inode.mount_fd,
+                                   reinterpret_cast<file_handle*>(inode.handle.data()),
+                                   O_PATH | O_CLOEXEC));
+        return fd ? 0 : errno;
+    }
+    Inode* parent;
+    std::string name;
+    {
+        std::lock_guard lock(mutex_);
+        parent = inode.parent;
+        if (!parent) return ESTALE;
+        name = inode.name;
+        ++parent->children; // held across the reopen: a rename may move the inode
+    }
+    int err = 0;
+    if (const PathFd dir = path_fd(*parent); !dir) {
+        err = dir.error();
+    } else {
+        fd.reset(openat(dir.get(), name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
+        struct stat st {};
+        if (!fd)
+            err = errno == ENOENT ? ESTALE : errno;
+        else if (fstat(fd.get(), &st) < 0 || st.st_dev != inode.dev || st.st_ino != inode.ino)
+            err = ESTALE; // the name went to another file outside the mount
+    }
+    if (err) fd.reset();
+    std::lock_guard lock(mutex_);
+    --parent->children;
+    release_locked(parent);
+    return err;
+}
+
+Inode& InodeTable::remember(util::Fd fd, const struct stat& st, Inode& parent,
+                            std::string_view name) {
+    const bool names_entry = name != "." && name != "..";
+    const auto id = std::make_pair(st.st_dev, st.st_ino);
+    std::vector<unsigned char> handle;
+    int mount_id = -1;
+    bool handle_known = false;
+    std::unique_lock lock(mutex_);
+    auto it = by_source_id_.find(id);
+    if (it == by_source_id_.end() && use_file_handles_) {
+        // A new inode: learn its handle outside the lock.
+        lock.unlock();
+        handle_known = handle_of(fd.get(), handle, mount_id);
+        lock.lock();
+        it = by_source_id_.find(id);
+    }
+    Inode* inode;
+    if (it == by_source_id_.end()) {
+        inode = new Inode;
         inode->dev = st.st_dev;
         inode->ino = st.st_ino;
         inode->type = st.st_mode & S_IFMT;
-        it->second = inode;
+        inode->generation = ++generations_;
+        if (handle_known) {
+            auto [mount, added] = mount_fds_.try_emplace(mount_id);
+            if (added) mount->second.reset(mount_fd_from(fd.get()));
+            if (mount->second) {
+                inode->handle = std::move(handle);
+                inode->mount_fd = mount->second.get();
+            } else {
+                mount_fds_.erase(mount);
+            }
+        }
+        by_source_id_.emplace(id, inode);
+        live_.insert(inode);
+        peak_size_ = std::max(peak_size_, by_source_id_.size());
         util::publish(inode); // its node id goes to the kernel in the reply
-        if (by_source_id_.size() > wake_above_) size_changed_.notify_all();
+    } else {
+        inode = it->second;
     }
-    Inode& inode = *it->second;
-    ++inode.nlookup;
-    // `.` and `..` name no entry that the kernel could drop.
-    if (name != "." && name != "..") {
-        inode.parent = {parent.dev, parent.ino};
-        inode.name = name;
-    }
-    inode.eviction_asked_ms = 0;
-    inode.last_used.store(use_clock_.fetch_add(1, std::memory_order_relaxed) + 1,
-                          std::memory_order_relaxed);
-    return inode;
-}
-
-void InodeTable::forget(fuse_ino_t ino, uint64_t n) {
-    if (ino == FUSE_ROOT_ID) return;
-    Inode* inode = &get(ino);
-    if (inode == root_) return;
-    std::lock_guard lock(mutex_);
-    inode->nlookup = n >= inode->nlookup ? 0 : inode->nlookup - n;
-    if (inode->nlookup == 0) {
-        by_source_id_.erase({inode->dev, inode->ino});
-        delete inode;
-        if (shrink_waiters_ > 0) size_changed_.notify_all();
-    }
-}
-
-void InodeTable::renamed(const struct stat& st, const Inode& parent, std::string_view name) {
-    std::lock_guard lock(mutex_);
-    if (auto it = by_source_id_.find({st.st_dev, st.st_ino}); it != by_source_id_.end()) {
-        it->second->parent = {parent.dev, parent.ino};
-        it->second->name = name;
-    }
-}
-
-std::vector<InodeTable::Entry>
-InodeTable::eviction_candidates(size_t target, const std::set<std::string>& protected_names) {
-    using namespace std::chrono;
-    const auto now_ms = static_cast<uint64_t>(
-        duration_cast<milliseconds>(steady_clock::now().time_since_epoch()).count() + 1);
-    constexpr uint64_t forget_delay_ms = 10;
-    std::lock_guard lock(mutex_);
-    std::vector<Inode*> candidates;
-    size_t on_their_way = 0;
-    for (const auto& [id, inode] : by_source_id_) {
-        if (inode->eviction_asked_ms) {
-            if (inode->eviction_asked_ms + forget_delay_ms > now_ms) ++on_their_way;
-        } else if (inode != root_ && !inode->name.empty() &&
-                   !protected_names.contains(inode->name)) {
-            candidates.push_back(inode);
+    ++inode->nlookup;
+    if (inode->handle.empty() && names_entry && inode->parent != &parent) {
+        ++parent.children;
+        if (Inode* old = std::exchange(inode->parent, &parent)) {
+            --old->children;
+            release_locked(old);
         }
     }
-    const size_t staying = by_source_id_.size() - on_their_way;
-    const size_t n = std::min(staying > target ? staying - target : 0, candidates.size());
+    if (inode->handle.empty() && names_entry) inode->name = name;
+    inode->last_used.store(use_clock_.fetch_add(1, std::memory_order_relaxed) + 1,
+                           std::memory_order_relaxed);
+    cache_fd(*inode, shared(std::move(fd)));
+    return *inode;
+}
+
+void InodeTable::cache_fd(Inode& inode, std::shared_ptr<const util::Fd> fd) {
+    if (fd) {
+        std::lock_guard fd_lock(inode.fd_mutex);
+        if (inode.fd) return; // the one it has is as good; `fd` closes
+        inode.fd = std::move(fd);
+    }
+    if (inode.pins > 0 || inode.in_cache) return;
+    inode.in_cache = true;
+    cached_.insert(&inode);
+    // Close an eighth at a time: one scan per many opens.
+    if (cached_.size() > fd_budget_) shrink_cache_to(fd_budget_ - fd_budget_ / 8);
+}
+
+void InodeTable::shrink_cache_to(size_t target) {
+    if (cached_.size() <= target) return;
+    std::vector<Inode*> candidates;
+    candidates.reserve(cached_.size());
+    for (Inode* inode : cached_) {
+        // One that could not be reopened keeps its fd.
+        if (!inode->handle.empty() || inode->parent) candidates.push_back(inode);
+    }
+    const size_t n = std::min(cached_.size() - target, candidates.size());
     auto older = [](const Inode* a, const Inode* b) {
         return a->last_used.load(std::memory_order_relaxed) <
                b->last_used.load(std::memory_order_relaxed);
     };
     std::nth_element(candidates.begin(), candidates.begin() + static_cast<ptrdiff_t>(n),
                      candidates.end(), older);
-    std::vector<Entry> entries;
-    entries.reserve(n);
     for (size_t i = 0; i < n; ++i) {
         Inode* inode = candidates[i];
-        // A parent the kernel forgot cannot hold the entry any more.
-        const auto parent = by_source_id_.find(inode->parent);
-        if (parent == by_source_id_.end() || parent->second->type != S_IFDIR) {
-            inode->name.clear();
-            continue;
+        std::shared_ptr<const util::Fd> closing; // closed outside the inode's lock
+        {
+            std::lock_guard fd_lock(inode->fd_mutex);
+            closing = std::move(inode->fd);
         }
-        inode->eviction_asked_ms = now_ms;
-        entries.push_back({{inode->dev, inode->ino}, id_of(*parent->second), inode->name});
+        inode->in_cache = false;
+        cached_.erase(inode);
     }
-    return entries;
 }
 
-void InodeTable::name_unknown(const Entry& entry) {
+void InodeTable::close_some_fds() {
     std::lock_guard lock(mutex_);
-    if (auto it = by_source_id_.find(entry.source_id);
-        it != by_source_id_.end() && it->second->name == entry.name)
-        it->second->name.clear();
+    shrink_cache_to(cached_.size() / 2);
 }
 
-bool InodeTable::wait_for_more_than(size_t limit) {
-    std::unique_lock lock(mutex_);
-    wake_above_ = limit;
-    size_changed_.wait(lock, [&] { return stop_waiting_ || by_source_id_.size() > limit; });
-    wake_above_ = SIZE_MAX;
-    return !stop_waiting_;
+void InodeTable::release_locked(Inode* inode) {
+    while (inode && inode != root_ && inode->nlookup == 0 && inode->children == 0) {
+        Inode* parent = inode->parent;
+        by_source_id_.erase({inode->dev, inode->ino});
+        live_.erase(inode);
+        if (inode->in_cache) cached_.erase(inode);
+        delete inode;
+        if (parent) --parent->children;
+        inode = parent;
+    }
 }
 
-void InodeTable::wait_for_at_most(size_t limit, std::chrono::milliseconds timeout) {
-    std::unique_lock lock(mutex_);
-    ++shrink_waiters_;
-    size_changed_.wait_for(lock, timeout,
-                           [&] { return stop_waiting_ || by_source_id_.size() <= limit; });
-    --shrink_waiters_;
+void InodeTable::forget(fuse_ino_t ino, uint64_t n) {
+    if (ino == FUSE_ROOT_ID) return;
+    Inode* inode = &get(ino);
+    bool trim = false;
+    {
+        std::lock_guard lock(mutex_);
+        inode->nlookup = n >= inode->nlookup ? 0 : inode->nlookup - n;
+        release_locked(inode);
+        // The kernel let go of most of a large cache (a tree was removed,
+        // memory ran short): give the memory back rather than keep the
+        // peak's (malloc keeps freed small blocks in its arenas).
+        if (peak_size_ > 4096 && by_source_id_.size() < peak_size_ / 4) {
+            peak_size_ = by_source_id_.size();
+            live_.rehash(0); // hash tables keep their buckets otherwise
+            cached_.rehash(0);
+            trim = true;
+        }
+    }
+    if (trim) malloc_trim(0);
 }
 
-void InodeTable::stop_waiting() {
+void InodeTable::renamed(const struct stat& st, Inode& parent, std::string_view name) {
     std::lock_guard lock(mutex_);
-    stop_waiting_ = true;
-    size_changed_.notify_all();
+    const auto it = by_source_id_.find({st.st_dev, st.st_ino});
+    if (it == by_source_id_.end() || !it->second->handle.empty()) return;
+    Inode* inode = it->second;
+    if (inode->parent != &parent) {
+        ++parent.children;
+        if (Inode* old = std::exchange(inode->parent, &parent)) {
+            --old->children;
+            release_locked(old);
+        }
+    }
+    inode->name = name;
+}
+
+Inode* InodeTable::known(const struct stat& st) {
+    std::lock_guard lock(mutex_);
+    const auto it = by_source_id_.find({st.st_dev, st.st_ino});
+    return it == by_source_id_.end() ? nullptr : it->second;
+}
+
+void InodeTable::pin(Inode& inode, const PathFd& fd) {
+    std::lock_guard lock(mutex_);
+    if (inode.pins++ == 0 && inode.in_cache) {
+        inode.in_cache = false;
+        cached_.erase(&inode);
+    }
+    std::lock_guard fd_lock(inode.fd_mutex);
+    if (!inode.fd) inode.fd = fd.shared();
+}
+
+void InodeTable::unpin(Inode& inode) {
+    std::lock_guard lock(mutex_);
+    if (inode.pins > 0 && --inode.pins == 0) cache_fd(inode, nullptr);
+}
+
+size_t InodeTable::size() {
+    std::lock_guard lock(mutex_);
+    return by_source_id_.size();
+}
+
+InodeTable::FdStats InodeTable::fd_stats() {
+    std::lock_guard lock(mutex_);
+    return {cached_.size(), fd_budget_, reopened_, use_file_handles_};
 }
 
 int Filesystem::stat_source(int fd, struct stat& st) const {
@@ -157,9 +337,9 @@ int Filesystem::stat_source(int fd, struct stat& st) const {
     return 0;
 }
 
-size_t InodeTable::size() {
-    std::lock_guard lock(mutex_);
-    return by_source_id_.size();
+int Filesystem::stat_source(Inode& inode, struct stat& st) {
+    const PathFd fd = inodes.path_fd(inode);
+    return fd ? stat_source(fd.get(), st) : fd.error();
 }
 
 } // namespace splicefs

@@ -6,7 +6,6 @@
 
 #include "data_path.hpp"
 #include "filesystem.hpp"
-#include "inode_evictor.hpp"
 #include "log.hpp"
 #include "stats_server.hpp"
 #include "util/mountinfo.hpp"
@@ -322,7 +321,10 @@ int run_mount(Options opts) {
         return exit_code::mount_failed;
     }
 
-    auto fs = std::make_unique<Filesystem>(opts, std::move(root_fd));
+    // Half the fds stay for open files, pipes and sockets; the inode store
+    // keeps within the other half (see inode.hpp).
+    const uint64_t fd_limit = raise_fd_limit();
+    auto fs = std::make_unique<Filesystem>(opts, std::move(root_fd), fd_limit / 2, true);
     if (single_file) {
         fs->single_file = single_file;
         fs->single_file_fd = std::move(single_file_fd);
@@ -355,9 +357,7 @@ int run_mount(Options opts) {
         fs->timeout = 0.0;
         break;
     }
-    fs->stats.limits.fd_limit = raise_fd_limit();
-    const InodeLimits inode_limits = inode_limits_for(fs->stats.limits.fd_limit);
-    fs->stats.limits.inode_high_water = inode_limits.high_water;
+    fs->stats.limits.fd_limit = fd_limit;
     fs->act_as_caller = geteuid() == 0;
     {
         const int n = getgroups(0, nullptr);
@@ -442,7 +442,6 @@ int run_mount(Options opts) {
     const unsigned threads = opts.worker_threads();
     Workers workers(*fs, session, threads, workers_exited.get());
     StatsServer stats_server(*fs);
-    InodeEvictor evictor(fs->inodes, session, inode_limits, fs->stats.inode_evictions);
 
     // The first request on the mount waits for INIT, so once this stat
     // returns the mount is usable.
@@ -458,7 +457,6 @@ int run_mount(Options opts) {
         return exit_code::mount_failed;
     }
     fs->stats.limits.readahead = set_readahead(opts.mountpoint, limits.max_reply);
-    evictor.start(root_st.st_dev);
     if (std::string error = stats_server.start(root_st.st_dev); !error.empty())
         spdlog::warn("stats will not be available: {}", error);
     spdlog::info("mounted {} on {} (splice {}, max reply {}, {} threads)", opts.source,
@@ -495,7 +493,6 @@ int run_mount(Options opts) {
         }
     }
     workers.join();
-    evictor.stop();
     stats_server.stop();
     fuse_session_unmount(session);
     fuse_session_destroy(session);

@@ -80,8 +80,7 @@ struct Limits {
     std::string clamp_reason; // why max_reply is below what was asked, or empty
     std::string cache;
     unsigned threads = 0;
-    uint64_t fd_limit = 0;         // RLIMIT_NOFILE in force
-    uint64_t inode_high_water = 0; // more inodes held than this: evict some
+    uint64_t fd_limit = 0; // RLIMIT_NOFILE in force
 };
 
 class Stats {
@@ -89,8 +88,7 @@ class Stats {
     ThreadCounters& register_thread();
     Totals totals() const;
 
-    Limits limits;           // written before the workers start, read-only afterwards
-    Counter inode_evictions; // entries the kernel was asked to drop (InodeEvictor)
+    Limits limits; // written before the workers start, read-only afterwards
     std::chrono::system_clock::time_point started = std::chrono::system_clock::now();
 
   private:

@@ -173,8 +173,9 @@ std::string json_mount(const Report& r) {
     out += ", \"threads\": " + report_value(r, "threads");
     for (const char* key :
          {"max_reply", "max_reply_requested", "max_read", "max_write", "max_pages", "pipe_size",
-          "readahead", "inodes", "inode_high_water", "inode_evictions", "fd_limit"})
+          "readahead", "inodes", "inode_fds", "inode_fd_budget", "inode_fds_reopened", "fd_limit"})
         out += fmt::format(", \"{}\": {}", key, number(r, key));
+    out += ", \"inode_identity\": " + json_string(report_value(r, "inode_identity"));
     out +=
         ", \"max_reply_clamp_reason\": " + json_string(report_value(r, "max_reply_clamp_reason"));
     out += ", \"read\": " + json_direction(r, "read", "replies", true);
@@ -215,9 +216,11 @@ std::string human_mount(const Report& r, const Report* previous, double interval
         util::exact_size(number(r, "pipe_size")), util::exact_size(number(r, "readahead")));
     if (!report_value(r, "max_reply_clamp_reason").empty())
         out += fmt::format("  max reply clamped: {}\n", report_value(r, "max_reply_clamp_reason"));
-    out += fmt::format("  inodes: {} held, dropped above {} (fd limit {}), {} dropped so far\n",
-                       number(r, "inodes"), number(r, "inode_high_water"), number(r, "fd_limit"),
-                       number(r, "inode_evictions"));
+    out += fmt::format("  inodes: {} held, known by {}; {} fds open of {} (fd limit {}), {} "
+                       "reopened\n",
+                       number(r, "inodes"), report_value(r, "inode_identity"),
+                       number(r, "inode_fds"), number(r, "inode_fd_budget"), number(r, "fd_limit"),
+                       number(r, "inode_fds_reopened"));
     auto direction = [&](const std::string& dir, const std::string& unit, const char* title) {
         const Report& base = previous ? *previous : Report{};
         auto delta = [&](const std::string& key) {

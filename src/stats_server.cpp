@@ -168,8 +168,11 @@ std::string StatsServer::report() const {
     add("pipe_size", l.pipe_size);
     add("readahead", l.readahead);
     add("inodes", fs_.inodes.size());
-    add("inode_high_water", l.inode_high_water);
-    add("inode_evictions", fs_.stats.inode_evictions.get());
+    const auto fds = fs_.inodes.fd_stats();
+    add("inode_fds", fds.open);
+    add("inode_fd_budget", fds.budget);
+    add("inode_fds_reopened", fds.reopened);
+    add("inode_identity", fds.file_handles ? "file handles" : "names");
     add("fd_limit", l.fd_limit);
     auto add_direction = [&](const std::string& prefix, const DirectionTotals& d,
                              const char* unit) {

@@ -46,9 +46,10 @@ cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DSPLICEFS_SANITIZE=address,un
       -DSPLICEFS_TEST_SPLICE_MODES=all -DSPLICEFS_TEST_CACHE_POLICIES="auto;always;never" "${common[@]}"
 cmake --build build-asan -j"$jobs"
 # The million-file memory test runs a tenth of its files here, and the
-# RSS bound allows for ASan's quarantine (up to 256 MiB of freed memory).
+# RSS bounds allow for ASan's quarantine (up to 256 MiB of freed memory)
+# and redzones.
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-    SPLICEFS_MEMORY_FILES=100000 SPLICEFS_RSS_SLACK_MIB=512 \
+    SPLICEFS_MEMORY_FILES=100000 SPLICEFS_RSS_SLACK_MIB=512 SPLICEFS_BYTES_PER_INODE=8192 \
     run_ctest --test-dir build-asan --label-exclude system
 
 # ThreadSanitizer: every integration test, the 60 s load test included.
@@ -57,7 +58,7 @@ cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DSPLICEFS_SANITIZE=thread \
 cmake --build build-tsan -j"$jobs"
 # tests/tsan.supp explains the one kind of report it suppresses.
 TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$PWD/tests/tsan.supp" \
-    SPLICEFS_MEMORY_FILES=100000 SPLICEFS_RSS_SLACK_MIB=512 \
+    SPLICEFS_MEMORY_FILES=100000 SPLICEFS_RSS_SLACK_MIB=512 SPLICEFS_BYTES_PER_INODE=8192 \
     run_ctest --test-dir build-tsan --label-regex integration
 
 # libFuzzer on option and size parsing, for a bounded time.

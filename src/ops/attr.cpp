@@ -23,26 +23,26 @@ timespec time_to_set(const struct stat& attr, int to_set, bool atime) {
 }
 
 // Applies the changes in `to_set`, in the order chmod, chown, truncate, utimes.
-int apply_setattr(fuse_req_t req, const Inode& inode, const struct stat& attr, int to_set,
-                  const fuse_file_info* fi) {
+int apply_setattr(fuse_req_t req, const Inode& inode, const PathFd& path, const struct stat& attr,
+                  int to_set, const fuse_file_info* fi) {
     const int fd = fi ? handle_of(fi).fd.get() : -1;
     const bool is_symlink = S_ISLNK(inode.type);
     if (to_set & FUSE_SET_ATTR_MODE) {
         const int r = fd >= 0 ? fchmod(fd, attr.st_mode)
                               : (is_symlink ? (errno = EOPNOTSUPP, -1)
-                                            : chmod(inode.proc_path().c_str(), attr.st_mode));
+                                            : chmod(path.proc_path().c_str(), attr.st_mode));
         if (r < 0) return errno;
     }
     if (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
         const uid_t uid = (to_set & FUSE_SET_ATTR_UID) ? attr.st_uid : static_cast<uid_t>(-1);
         const gid_t gid = (to_set & FUSE_SET_ATTR_GID) ? attr.st_gid : static_cast<gid_t>(-1);
-        if (fchownat(inode.fd.get(), "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0)
+        if (fchownat(path.get(), "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0)
             return errno;
     }
     if (to_set & FUSE_SET_ATTR_SIZE) {
-        ModifyAsCaller as_caller(fs_of(req), req, fd >= 0 ? fd : inode.fd.get());
+        ModifyAsCaller as_caller(fs_of(req), req, fd >= 0 ? fd : path.get());
         const int r = fd >= 0 ? ftruncate(fd, attr.st_size)
-                              : truncate(inode.proc_path().c_str(), attr.st_size);
+                              : truncate(path.proc_path().c_str(), attr.st_size);
         if (r < 0) return errno;
     }
     if (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)) {
@@ -52,9 +52,9 @@ int apply_setattr(fuse_req_t req, const Inode& inode, const struct stat& attr, i
         if (fd >= 0)
             r = futimens(fd, times);
         else if (is_symlink)
-            r = utimensat(inode.fd.get(), "", times, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
+            r = utimensat(path.get(), "", times, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
         else
-            r = utimensat(AT_FDCWD, inode.proc_path().c_str(), times, 0);
+            r = utimensat(AT_FDCWD, path.proc_path().c_str(), times, 0);
         if (r < 0) return errno;
     }
     return 0;
@@ -76,9 +76,11 @@ void setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse
     Filesystem& fs = fs_of(req);
     if (refused_in_synthetic_root(req, ino)) return;
     Inode& inode = fs.inodes.get(ino);
-    int err = apply_setattr(req, inode, *attr, to_set, fi);
+    const PathFd path = path_fd_or_reply(req, inode);
+    if (!path) return;
+    int err = apply_setattr(req, inode, path, *attr, to_set, fi);
     struct stat st {};
-    if (!err) err = fs.stat_source(inode, st);
+    if (!err) err = fs.stat_source(path.get(), st);
     if (err)
         fuse_reply_err(req, err);
     else
@@ -86,8 +88,10 @@ void setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse
 }
 
 void readlink(fuse_req_t req, fuse_ino_t ino) {
+    const PathFd fd = path_fd_or_reply(req, fs_of(req).inodes.get(ino));
+    if (!fd) return;
     char target[PATH_MAX + 1];
-    const ssize_t n = readlinkat(fs_of(req).inodes.get(ino).fd.get(), "", target, PATH_MAX);
+    const ssize_t n = readlinkat(fd.get(), "", target, PATH_MAX);
     if (n < 0) {
         fuse_reply_err(req, errno);
         return;
@@ -97,16 +101,19 @@ void readlink(fuse_req_t req, fuse_ino_t ino) {
 }
 
 void statfs(fuse_req_t req, fuse_ino_t ino) {
+    const PathFd fd = path_fd_or_reply(req, fs_of(req).inodes.get(ino));
+    if (!fd) return;
     struct statvfs sv {};
-    if (fstatvfs(fs_of(req).inodes.get(ino).fd.get(), &sv) < 0)
+    if (fstatvfs(fd.get(), &sv) < 0)
         fuse_reply_err(req, errno);
     else
         fuse_reply_statfs(req, &sv);
 }
 
 void access(fuse_req_t req, fuse_ino_t ino, int mask) {
-    Inode& inode = fs_of(req).inodes.get(ino);
-    const int r = faccessat(inode.fd.get(), "", mask, AT_EMPTY_PATH | AT_EACCESS);
+    const PathFd fd = path_fd_or_reply(req, fs_of(req).inodes.get(ino));
+    if (!fd) return;
+    const int r = faccessat(fd.get(), "", mask, AT_EMPTY_PATH | AT_EACCESS);
     fuse_reply_err(req, r < 0 ? errno : 0);
 }
 

@@ -92,10 +92,8 @@ void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, fuse_
         if (plus) {
             // Measure first: a looked-up entry that does not fit would leak a reference.
             if (fuse_add_direntry_plus(req, nullptr, 0, name, nullptr, 0) > size - used) break;
-            // `.` and `..` go bare; so does everything above the evictor's
-            // high-water mark, or a fast `find` would outrun the evictor.
-            const bool bare =
-                is_dot_or_dotdot(name) || fs.inodes.size() > fs.stats.limits.inode_high_water;
+            // `.` and `..` go bare: the kernel ignores their attributes.
+            const bool bare = is_dot_or_dotdot(name);
             fuse_entry_param e;
             const int lookup_err = bare ? 0 : lookup_entry(fs, fs.inodes.get(ino), name, e);
             if (lookup_err == ENOENT) {
@@ -138,7 +136,9 @@ void opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
         if (fuse_reply_open(req, fi) != 0) fs.open_dirs.remove(&dir_of(fi));
         return;
     }
-    const int fd = openat(fs.inodes.get(ino).fd.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    const PathFd path = path_fd_or_reply(req, fs.inodes.get(ino));
+    if (!path) return;
+    const int fd = openat(path.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0) {
         fuse_reply_err(req, errno);
         return;

@@ -11,23 +11,6 @@
 
 namespace splicefs::ops {
 
-namespace {
-
-// Out of fds: give the evictor's FORGETs a moment, but never with every
-// worker waiting, since FORGETs need a worker to arrive.
-bool wait_for_fewer_inodes(Filesystem& fs) {
-    using namespace std::chrono_literals;
-    if (fs.workers_waiting_for_fds.fetch_add(1) + 1 >= fs.stats.limits.threads) {
-        fs.workers_waiting_for_fds.fetch_sub(1);
-        return false;
-    }
-    fs.inodes.wait_for_at_most(fs.stats.limits.inode_high_water, 500ms);
-    fs.workers_waiting_for_fds.fetch_sub(1);
-    return true;
-}
-
-} // namespace
-
 int lookup_entry(Filesystem& fs, Inode& parent, const char* name, fuse_entry_param& e) {
     e = fuse_entry_param{};
     e.attr_timeout = fs.timeout;
@@ -39,18 +22,35 @@ int lookup_entry(Filesystem& fs, Inode& parent, const char* name, fuse_entry_par
         if (name != fs.single_file->name) return ENOENT;
         fd.reset(fcntl(fs.single_file_fd.get(), F_DUPFD_CLOEXEC, 0));
     } else {
+        const PathFd dir = fs.inodes.path_fd(parent);
+        if (!dir) return dir.error();
         // `..` of the root is the root: the mount shows nothing above SOURCE.
-        const bool dotdot_of_root = in_root && std::strcmp(name, "..") == 0;
-        const char* const source_name = dotdot_of_root ? "." : name;
-        fd.reset(openat(parent.fd.get(), source_name, O_PATH | O_NOFOLLOW | O_CLOEXEC));
-        if (!fd && (errno == EMFILE || errno == ENFILE) && wait_for_fewer_inodes(fs))
-            fd.reset(openat(parent.fd.get(), source_name, O_PATH | O_NOFOLLOW | O_CLOEXEC));
+        // `.` is the inode itself, also when it is no directory (the kernel
+        // asks so for a node id from a file handle, see FUSE_EXPORT_SUPPORT).
+        const bool itself =
+            std::strcmp(name, ".") == 0 || (in_root && std::strcmp(name, "..") == 0);
+        auto open_entry = [&] {
+            return itself ? fcntl(dir.get(), F_DUPFD_CLOEXEC, 0)
+                          : openat(dir.get(), name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+        };
+        fd.reset(open_entry());
+        if (!fd && (errno == EMFILE || errno == ENFILE)) {
+            fs.inodes.close_some_fds();
+            fd.reset(open_entry());
+        }
     }
     if (!fd) return errno;
     if (const int err = fs.stat_source(fd.get(), e.attr)) return err;
     Inode& inode = fs.inodes.remember(std::move(fd), e.attr, parent, name);
     e.ino = fs.inodes.id_of(inode);
+    e.generation = inode.generation;
     return 0;
+}
+
+PathFd path_fd_or_reply(fuse_req_t req, Inode& inode) {
+    PathFd fd = fs_of(req).inodes.path_fd(inode);
+    if (!fd) fuse_reply_err(req, fd.error());
+    return fd;
 }
 
 bool refused_in_synthetic_root(fuse_req_t req, fuse_ino_t parent) {
@@ -74,18 +74,49 @@ void reply_created(fuse_req_t req, Inode& parent, const char* name, int result) 
 
 namespace {
 
-void note_new_name(Filesystem& fs, Inode& dir, const char* name) {
+void note_new_name(Filesystem& fs, Inode& dir, int dir_fd, const char* name) {
     struct stat st {};
-    if (fstatat(dir.fd.get(), name, &st, AT_SYMLINK_NOFOLLOW) == 0)
-        fs.inodes.renamed(st, dir, name);
+    if (fstatat(dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0) fs.inodes.renamed(st, dir, name);
+}
+
+// Removes `name` from `dir` as `remove` does. An inode the kernel still
+// holds whose last name this was could not be reopened any more: its fd
+// stays open until the kernel forgets it (a cwd or open file in it works
+// on, as natively).
+template <typename Remove>
+void remove_entry(fuse_req_t req, fuse_ino_t parent, const char* name, Remove remove) {
+    if (refused_in_synthetic_root(req, parent)) return;
+    Filesystem& fs = fs_of(req);
+    const PathFd dir = path_fd_or_reply(req, fs.inodes.get(parent));
+    if (!dir) return;
+    struct stat st {};
+    Inode* inode = nullptr;
+    PathFd inode_fd(0);
+    if (fstatat(dir.get(), name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+        (st.st_nlink <= 1 || S_ISDIR(st.st_mode)) && (inode = fs.inodes.known(st)))
+        inode_fd = fs.inodes.path_fd(*inode);
+    if (remove(dir.get(), name) < 0) {
+        fuse_reply_err(req, errno);
+        return;
+    }
+    if (inode && inode_fd) fs.inodes.pin(*inode, inode_fd);
+    fuse_reply_err(req, 0);
 }
 
 } // namespace
 
 void lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
     Filesystem& fs = fs_of(req);
+    // `.` and `..` of a node id from a file handle (FUSE_EXPORT_SUPPORT): the
+    // kernel no longer holds that inode, and the daemon may have forgotten it.
+    const bool from_handle = std::strcmp(name, ".") == 0 || std::strcmp(name, "..") == 0;
+    Inode* dir = from_handle ? fs.inodes.find(parent) : &fs.inodes.get(parent);
+    if (!dir) {
+        fuse_reply_err(req, ESTALE);
+        return;
+    }
     fuse_entry_param e;
-    const int err = lookup_entry(fs, fs.inodes.get(parent), name, e);
+    const int err = lookup_entry(fs, *dir, name, e);
     if (err == ENOENT && fs.timeout > 0) {
         // A negative entry, cached as long as positive ones: creating a new
         // name then needs no second lookup.
@@ -115,10 +146,12 @@ void mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
     if (refused_in_synthetic_root(req, parent)) return;
     Filesystem& fs = fs_of(req);
     Inode& dir = fs.inodes.get(parent);
+    const PathFd dir_fd = path_fd_or_reply(req, dir);
+    if (!dir_fd) return;
     int result;
     {
         CallerCreds as_caller(fs, req);
-        result = mkdirat(dir.fd.get(), name, mode);
+        result = mkdirat(dir_fd.get(), name, mode);
     }
     reply_created(req, dir, name, result);
 }
@@ -127,10 +160,12 @@ void mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev
     if (refused_in_synthetic_root(req, parent)) return;
     Filesystem& fs = fs_of(req);
     Inode& dir = fs.inodes.get(parent);
+    const PathFd dir_fd = path_fd_or_reply(req, dir);
+    if (!dir_fd) return;
     int result;
     {
         CallerCreds as_caller(fs, req);
-        result = mknodat(dir.fd.get(), name, mode, rdev);
+        result = mknodat(dir_fd.get(), name, mode, rdev);
     }
     reply_created(req, dir, name, result);
 }
@@ -139,10 +174,12 @@ void symlink(fuse_req_t req, const char* link, fuse_ino_t parent, const char* na
     if (refused_in_synthetic_root(req, parent)) return;
     Filesystem& fs = fs_of(req);
     Inode& dir = fs.inodes.get(parent);
+    const PathFd dir_fd = path_fd_or_reply(req, dir);
+    if (!dir_fd) return;
     int result;
     {
         CallerCreds as_caller(fs, req);
-        result = symlinkat(link, dir.fd.get(), name);
+        result = symlinkat(link, dir_fd.get(), name);
     }
     reply_created(req, dir, name, result);
 }
@@ -150,27 +187,27 @@ void symlink(fuse_req_t req, const char* link, fuse_ino_t parent, const char* na
 void link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t parent, const char* name) {
     if (refused_in_synthetic_root(req, parent)) return;
     Filesystem& fs = fs_of(req);
-    Inode& inode = fs.inodes.get(ino);
+    const PathFd fd = path_fd_or_reply(req, fs.inodes.get(ino));
+    if (!fd) return;
     Inode& dir = fs.inodes.get(parent);
+    const PathFd dir_fd = path_fd_or_reply(req, dir);
+    if (!dir_fd) return;
     int result;
     {
         // As the caller, so that fs.protected_hardlinks judges the caller.
         CallerCreds as_caller(fs, req);
-        result = linkat(AT_FDCWD, inode.proc_path().c_str(), dir.fd.get(), name, AT_SYMLINK_FOLLOW);
+        result = linkat(AT_FDCWD, fd.proc_path().c_str(), dir_fd.get(), name, AT_SYMLINK_FOLLOW);
     }
     reply_created(req, dir, name, result);
 }
 
 void unlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
-    if (refused_in_synthetic_root(req, parent)) return;
-    const int result = unlinkat(fs_of(req).inodes.get(parent).fd.get(), name, 0);
-    fuse_reply_err(req, result < 0 ? errno : 0);
+    remove_entry(req, parent, name, [](int dir, const char* n) { return unlinkat(dir, n, 0); });
 }
 
 void rmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
-    if (refused_in_synthetic_root(req, parent)) return;
-    const int result = unlinkat(fs_of(req).inodes.get(parent).fd.get(), name, AT_REMOVEDIR);
-    fuse_reply_err(req, result < 0 ? errno : 0);
+    remove_entry(req, parent, name,
+                 [](int dir, const char* n) { return unlinkat(dir, n, AT_REMOVEDIR); });
 }
 
 void rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t newparent,
@@ -179,13 +216,17 @@ void rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t newp
     Filesystem& fs = fs_of(req);
     Inode& dir = fs.inodes.get(parent);
     Inode& newdir = fs.inodes.get(newparent);
-    const int result = renameat2(dir.fd.get(), name, newdir.fd.get(), newname, flags);
+    const PathFd dir_fd = path_fd_or_reply(req, dir);
+    if (!dir_fd) return;
+    const PathFd newdir_fd = path_fd_or_reply(req, newdir);
+    if (!newdir_fd) return;
+    const int result = renameat2(dir_fd.get(), name, newdir_fd.get(), newname, flags);
     const int err = result < 0 ? errno : 0;
     if (!err) {
-        // The kernel moves its entries without a lookup: keep the names the
-        // evictor would ask it to drop in step.
-        note_new_name(fs, newdir, newname);
-        if (flags & RENAME_EXCHANGE) note_new_name(fs, dir, name);
+        // The kernel moves its entries without a lookup: keep the names that
+        // reopen inodes known by name in step.
+        note_new_name(fs, newdir, newdir_fd.get(), newname);
+        if (flags & RENAME_EXCHANGE) note_new_name(fs, dir, dir_fd.get(), name);
     }
     fuse_reply_err(req, err);
 }

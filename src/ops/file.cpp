@@ -55,39 +55,51 @@ void fill_open_reply(Filesystem& fs, fuse_file_info* fi, util::Fd fd, int flags)
     fi->keep_cache = fs.opts.cache == CachePolicy::always;
 }
 
+void release_handle(Filesystem& fs, fuse_file_info* fi) {
+    FileHandle& handle = handle_of(fi);
+    if (handle.pinned_inode) fs.inodes.unpin(*handle.pinned_inode);
+    fs.open_files.remove(&handle);
+}
+
 } // namespace
 
 void open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     Filesystem& fs = fs_of(req);
     Inode& inode = fs.inodes.get(ino);
+    const PathFd path = path_fd_or_reply(req, inode);
+    if (!path) return;
     int flags = source_open_flags(fs, fi->flags);
-    util::Fd fd(::open(inode.proc_path().c_str(), flags));
+    util::Fd fd(::open(path.proc_path().c_str(), flags));
     if (!fd && widened_open_refused(fi, flags, errno)) {
         flags = write_only(flags);
-        fd.reset(::open(inode.proc_path().c_str(), flags));
+        fd.reset(::open(path.proc_path().c_str(), flags));
     }
     if (!fd) {
         fuse_reply_err(req, errno);
         return;
     }
     fill_open_reply(fs, fi, std::move(fd), flags);
-    if (fuse_reply_open(req, fi) != 0)
-        fs.open_files.remove(&handle_of(fi)); // the opener was interrupted
+    // An open file keeps its inode's fd: it may lose its last name.
+    fs.inodes.pin(inode, path);
+    handle_of(fi).pinned_inode = &inode;
+    if (fuse_reply_open(req, fi) != 0) release_handle(fs, fi); // the opener was interrupted
 }
 
 void create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, fuse_file_info* fi) {
     if (refused_in_synthetic_root(req, parent)) return;
     Filesystem& fs = fs_of(req);
     Inode& dir = fs.inodes.get(parent);
+    const PathFd dir_fd = path_fd_or_reply(req, dir);
+    if (!dir_fd) return;
     // O_NOFOLLOW stays: a symlink put in the name's place must not be followed.
     int flags = (source_open_flags(fs, fi->flags) | O_CREAT | O_NOFOLLOW) | (fi->flags & O_EXCL);
     util::Fd fd;
     {
         CallerCreds as_caller(fs, req);
-        fd.reset(openat(dir.fd.get(), name, flags, mode));
+        fd.reset(openat(dir_fd.get(), name, flags, mode));
         if (!fd && widened_open_refused(fi, flags, errno)) {
             flags = write_only(flags);
-            fd.reset(openat(dir.fd.get(), name, flags, mode));
+            fd.reset(openat(dir_fd.get(), name, flags, mode));
         }
     }
     if (!fd) {
@@ -101,8 +113,13 @@ void create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, fu
         return;
     }
     fill_open_reply(fs, fi, std::move(fd), flags);
+    Inode& inode = fs.inodes.get(e.ino);
+    if (const PathFd path = fs.inodes.path_fd(inode)) {
+        fs.inodes.pin(inode, path);
+        handle_of(fi).pinned_inode = &inode;
+    }
     if (fuse_reply_create(req, &e, fi) != 0) {
-        fs.open_files.remove(&handle_of(fi));
+        release_handle(fs, fi);
         fs.inodes.forget(e.ino, 1);
     }
 }
@@ -118,7 +135,7 @@ void flush(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
 }
 
 void release(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
-    fs_of(req).open_files.remove(&handle_of(fi));
+    release_handle(fs_of(req), fi);
     fuse_reply_err(req, 0);
 }
 

@@ -26,6 +26,9 @@ void init(void* userdata, fuse_conn_info* conn) {
     else
         conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
     fs.writeback_cache = (conn->want & FUSE_CAP_WRITEBACK_CACHE) != 0;
+    // Node ids stay valid while the daemon knows the inode, and LOOKUP of
+    // `.` and `..` answers for them: file handles of the mount work.
+    if (conn->capable & FUSE_CAP_EXPORT_SUPPORT) conn->want |= FUSE_CAP_EXPORT_SUPPORT;
     if (conn->capable & FUSE_CAP_PARALLEL_DIROPS) conn->want |= FUSE_CAP_PARALLEL_DIROPS;
     // max_pages follows max_write in libfuse; a kernel without FUSE_MAX_PAGES
     // stays at 32 pages.

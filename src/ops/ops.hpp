@@ -13,6 +13,9 @@ int lookup_entry(Filesystem& fs, Inode& parent, const char* name, fuse_entry_par
 // Replies EPERM and returns true when `parent` is the synthetic root of a
 // single-file mount, where nothing can be created, removed or renamed.
 bool refused_in_synthetic_root(fuse_req_t req, fuse_ino_t parent);
+// The inode's fd for this request; when there is none, replies with the
+// reason and returns an empty PathFd.
+PathFd path_fd_or_reply(fuse_req_t req, Inode& inode);
 // Replies to a creating operation whose result was `result` (-1 and errno on failure).
 void reply_created(fuse_req_t req, Inode& parent, const char* name, int result);
 

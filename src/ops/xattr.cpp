@@ -28,25 +28,33 @@ template <typename Call> void reply_xattr_data(fuse_req_t req, size_t size, Call
 void setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size,
               int flags) {
     if (refused_in_synthetic_root(req, ino)) return;
-    const auto path = fs_of(req).inodes.get(ino).proc_path();
+    const PathFd fd = path_fd_or_reply(req, fs_of(req).inodes.get(ino));
+    if (!fd) return;
+    const auto path = fd.proc_path();
     fuse_reply_err(req, ::setxattr(path.c_str(), name, value, size, flags) < 0 ? errno : 0);
 }
 
 void getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
-    const auto path = fs_of(req).inodes.get(ino).proc_path();
+    const PathFd fd = path_fd_or_reply(req, fs_of(req).inodes.get(ino));
+    if (!fd) return;
+    const auto path = fd.proc_path();
     reply_xattr_data(
         req, size, [&](char* buf, size_t len) { return ::getxattr(path.c_str(), name, buf, len); });
 }
 
 void listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
-    const auto path = fs_of(req).inodes.get(ino).proc_path();
+    const PathFd fd = path_fd_or_reply(req, fs_of(req).inodes.get(ino));
+    if (!fd) return;
+    const auto path = fd.proc_path();
     reply_xattr_data(req, size,
                      [&](char* buf, size_t len) { return ::listxattr(path.c_str(), buf, len); });
 }
 
 void removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
     if (refused_in_synthetic_root(req, ino)) return;
-    const auto path = fs_of(req).inodes.get(ino).proc_path();
+    const PathFd fd = path_fd_or_reply(req, fs_of(req).inodes.get(ino));
+    if (!fd) return;
+    const auto path = fd.proc_path();
     fuse_reply_err(req, ::removexattr(path.c_str(), name) < 0 ? errno : 0);
 }
 

@@ -64,21 +64,4 @@ std::optional<MountEntry> find_mount(const std::string& path) {
     return found;
 }
 
-std::vector<std::string> mountinfo_of_each_namespace() {
-    std::vector<std::string> paths{"/proc/self/mountinfo"};
-    std::set<ino_t> seen;
-    struct stat st {};
-    if (stat("/proc/self/ns/mnt", &st) == 0) seen.insert(st.st_ino);
-    const std::unique_ptr<DIR, int (*)(DIR*)> proc(opendir("/proc"), closedir);
-    if (!proc) return paths;
-    while (const dirent* entry = readdir(proc.get())) {
-        if (!std::isdigit(static_cast<unsigned char>(entry->d_name[0]))) continue;
-        const std::string pid_dir = std::string("/proc/") + entry->d_name;
-        // Needs ptrace access to the process; gone processes fail too.
-        if (stat((pid_dir + "/ns/mnt").c_str(), &st) != 0) continue;
-        if (seen.insert(st.st_ino).second) paths.push_back(pid_dir + "/mountinfo");
-    }
-    return paths;
-}
-
 } // namespace util

@@ -1,4 +1,4 @@
-// Reading /proc/PID/mountinfo, in this mount namespace or in all of them.
+// Reading /proc/PID/mountinfo.
 #pragma once
 
 #include <optional>
@@ -22,10 +22,5 @@ std::vector<MountEntry> read_mountinfo(const std::string& path = "/proc/self/mou
 // The entry whose mountpoint is exactly `path` (absolute, no trailing slash),
 // the last one if several are stacked.
 std::optional<MountEntry> find_mount(const std::string& path);
-
-// One mountinfo path (/proc/PID/mountinfo) per mount namespace this process
-// may look into, its own first. A namespace whose processes it may not
-// inspect (another user's, for an unprivileged caller) is left out.
-std::vector<std::string> mountinfo_of_each_namespace();
 
 } // namespace util

@@ -179,8 +179,9 @@ class Mount:
     'mounted'; unmounted and waited for on exit, also when a test fails."""
 
     def __init__(self, source, mountpoint, *extra, splice=None, cache=None, env=None, foreground=True,
-                 fd_limit=None):
+                 fd_limit=None, prefix=()):
         self.fd_limit = fd_limit  # RLIMIT_NOFILE (soft and hard) for the daemon
+        self.prefix = list(prefix)  # runs the daemon through this (setpriv ...)
         self.source = source
         self.mountpoint = mountpoint
         self.extra = list(extra)
@@ -194,7 +195,7 @@ class Mount:
         self.log = ""
 
     def command(self):
-        return [ARGS.binary, "-f", "--log-level", "info", "--splice", self.splice, *self.extra,
+        return [*self.prefix, ARGS.binary, "-f", "--log-level", "info", "--splice", self.splice, *self.extra,
                 self.source, self.mountpoint]
 
     def __enter__(self):
@@ -308,6 +309,11 @@ class MountedTestCase(unittest.TestCase):
 
     def r(self, *parts):
         return os.path.join(self.ref, *parts)
+
+
+# A root daemon without CAP_DAC_READ_SEARCH cannot open inodes by file
+# handle, as in a container: it identifies them by name instead.
+WITHOUT_FILE_HANDLES = ("setpriv", "--inh-caps=-dac_read_search", "--bounding-set=-dac_read_search", "--")
 
 
 def write_file(path, data, mode=0o644):

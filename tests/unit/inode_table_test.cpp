@@ -1,29 +1,42 @@
-// InodeTable's bookkeeping for the evictor: which entries it would ask the
-// kernel to drop, in which order, and which never.
+// The inode store's fd cache: it stays within its budget, and an inode whose
+// fd it closed is reopened as the same source inode, by file handle or by
+// name, or refused with ESTALE, never as another file.
 #include "inode.hpp"
 
 #include <gtest/gtest.h>
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <cstdlib>
 #include <filesystem>
 #include <string>
-#include <thread>
+#include <vector>
 
 using namespace splicefs;
 
 namespace {
 
-class InodeTableTest : public ::testing::Test {
+constexpr size_t budget = 16; // the smallest the table accepts
+
+size_t open_fds() {
+    size_t n = 0;
+    for ([[maybe_unused]] const auto& entry : std::filesystem::directory_iterator("/proc/self/fd"))
+        ++n;
+    return n;
+}
+
+// Parameter: whether the table may use file handles.
+class InodeTableTest : public ::testing::TestWithParam<bool> {
   protected:
     void SetUp() override {
         char dir_template[] = "/tmp/splicefs-unit-XXXXXX";
         ASSERT_NE(mkdtemp(dir_template), nullptr);
         dir_ = dir_template;
-        table_ = std::make_unique<InodeTable>(open_path(""));
+        table_ = std::make_unique<InodeTable>(open_path(""), budget, GetParam());
+        if (GetParam() && !table_->fd_stats().file_handles)
+            GTEST_SKIP() << "file handles need CAP_DAC_READ_SEARCH and a source that exports";
     }
     void TearDown() override {
         table_.reset();
@@ -34,8 +47,8 @@ class InodeTableTest : public ::testing::Test {
         return util::Fd(open((dir_ + "/" + relative).c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
     }
     // Creates `relative` (a directory when it ends in '/') and looks it up
-    // once as `name` in `parent`.
-    Inode& add(const std::string& relative, const Inode& parent, const std::string& name) {
+    // once as `name` in `parent`, as lookup_entry() does.
+    Inode& add(const std::string& relative, Inode& parent, const std::string& name) {
         const std::string path = dir_ + "/" + relative;
         if (relative.back() == '/')
             mkdir(path.c_str(), 0755);
@@ -46,89 +59,103 @@ class InodeTableTest : public ::testing::Test {
         fstat(fd.get(), &st);
         return table_->remember(std::move(fd), st, parent, name);
     }
-    static std::set<std::string> names(const std::vector<InodeTable::Entry>& entries) {
-        std::set<std::string> out;
-        for (const auto& e : entries)
-            out.insert(e.name);
-        return out;
+    // What path_fd() gives for `inode`: its (dev, ino), or the error.
+    std::pair<int, ino_t> reach(Inode& inode) {
+        const PathFd fd = table_->path_fd(inode);
+        if (!fd) return {fd.error(), 0};
+        struct stat st {};
+        fstat(fd.get(), &st);
+        EXPECT_EQ(st.st_dev, inode.dev);
+        return {0, st.st_ino};
     }
 
     std::string dir_;
     std::unique_ptr<InodeTable> table_;
 };
 
-TEST_F(InodeTableTest, AsksForTheLeastRecentlyUsedFirstAndNeverTheRoot) {
+INSTANTIATE_TEST_SUITE_P(Identity, InodeTableTest, ::testing::Values(true, false),
+                         [](const auto& info) { return info.param ? "FileHandles" : "Names"; });
+
+TEST_P(InodeTableTest, StaysWithinItsBudgetAndReopensEveryInodeAsItself) {
+    const size_t fds_before = open_fds();
+    Inode& d = add("d/", table_->root(), "d");
+    std::vector<Inode*> files;
+    for (int i = 0; i < 200; ++i)
+        files.push_back(&add("d/f" + std::to_string(i), d, "f" + std::to_string(i)));
+    EXPECT_LE(table_->fd_stats().open, budget);
+    // The root, a mount fd and the cache: no more.
+    EXPECT_LE(open_fds(), fds_before + budget + 2);
+    for (Inode* inode : files)
+        EXPECT_EQ(reach(*inode), std::make_pair(0, inode->ino));
+    EXPECT_GT(table_->fd_stats().reopened, 0U) << "nothing was closed: the test proves nothing";
+    EXPECT_LE(open_fds(), fds_before + budget + 2);
+}
+
+TEST_P(InodeTableTest, FollowsRenamesThroughTheMount) {
+    Inode& d = add("d/", table_->root(), "d");
+    Inode& e = add("e/", table_->root(), "e");
+    Inode& a = add("d/a", d, "a");
+    ASSERT_EQ(rename((dir_ + "/d/a").c_str(), (dir_ + "/e/z").c_str()), 0);
+    struct stat st {};
+    ASSERT_EQ(stat((dir_ + "/e/z").c_str(), &st), 0);
+    table_->renamed(st, e, "z");
+    table_->forget(table_->id_of(d), 1);
+    for (int i = 0; i < 40; ++i) // push every fd out of the cache
+        add("e/g" + std::to_string(i), e, "g" + std::to_string(i));
+    EXPECT_EQ(reach(a), std::make_pair(0, a.ino));
+}
+
+TEST_P(InodeTableTest, ANameGivenToAnotherFileOutsideTheMountIsNotFollowed) {
     Inode& d = add("d/", table_->root(), "d");
     Inode& a = add("d/a", d, "a");
-    Inode& b = add("d/b", d, "b");
-    add("d/c", d, "c");
-    table_->get(table_->id_of(a)); // a is used again: now as recent as c
-    add("d/e", d, "e");
-    ASSERT_EQ(table_->size(), 6U); // root, d, a, b, c, e
-
-    const auto entries = table_->eviction_candidates(4, {});
-    EXPECT_EQ(names(entries), (std::set<std::string>{"d", "b"}));
-    for (const auto& e : entries) {
-        if (e.name == "d") {
-            EXPECT_EQ(e.parent, FUSE_ROOT_ID);
-        } else {
-            EXPECT_EQ(e.parent, table_->id_of(d));
-            EXPECT_EQ(e.source_id, std::make_pair(b.dev, b.ino));
-        }
+    ASSERT_EQ(rename((dir_ + "/d/a").c_str(), (dir_ + "/kept").c_str()), 0);
+    close(open((dir_ + "/d/a").c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0644));
+    for (int i = 0; i < 40; ++i)
+        add("d/g" + std::to_string(i), d, "g" + std::to_string(i));
+    const auto [err, ino] = reach(a);
+    if (GetParam()) {
+        EXPECT_EQ(err, 0); // the handle names the inode, wherever it is
+        EXPECT_EQ(ino, a.ino);
+    } else {
+        EXPECT_EQ(err, ESTALE); // never the new file under the old name
     }
 }
 
-TEST_F(InodeTableTest, AskedEntriesAreNotAskedAgainUntilLookedUpAgain) {
-    Inode& d = add("d/", table_->root(), "d");
-    for (const char* name : {"a", "b", "c", "e"})
-        add(std::string("d/") + name, d, name);
-    EXPECT_EQ(names(table_->eviction_candidates(4, {})), (std::set<std::string>{"d", "a"}));
-    Inode& d_again = add("d/", table_->root(), "d"); // the kernel took it back
-    EXPECT_EQ(&d_again, &d);
-    const auto again = names(table_->eviction_candidates(0, {}));
-    EXPECT_TRUE(again.contains("d"));
-    EXPECT_FALSE(again.contains("a")); // its FORGET may still be on the way
-}
-
-TEST_F(InodeTableTest, NamesOnThePathToAMountAreNeverAskedFor) {
-    Inode& d = add("d/", table_->root(), "d");
-    add("d/a", d, "a");
-    add("d/b", d, "b");
-    const auto entries = table_->eviction_candidates(0, {"d", "b"});
-    EXPECT_EQ(names(entries), (std::set<std::string>{"a"}));
-}
-
-TEST_F(InodeTableTest, AnEntryWhoseDirectoryWasForgottenIsNotAskedFor) {
-    Inode& d = add("d/", table_->root(), "d");
-    add("d/a", d, "a");
-    table_->forget(table_->id_of(d), 1);
-    EXPECT_TRUE(table_->eviction_candidates(0, {}).empty());
-}
-
-TEST_F(InodeTableTest, RenamesThroughTheMountMoveTheName) {
+TEST_P(InodeTableTest, APinnedInodeKeepsItsFdAfterItsLastNameIsGone) {
     Inode& d = add("d/", table_->root(), "d");
     Inode& a = add("d/a", d, "a");
-    ASSERT_EQ(rename((dir_ + "/d/a").c_str(), (dir_ + "/z").c_str()), 0);
-    struct stat st {};
-    fstat(a.fd.get(), &st);
-    table_->renamed(st, table_->root(), "z");
-    const auto entries = table_->eviction_candidates(1, {"d"});
-    ASSERT_EQ(entries.size(), 1U);
-    EXPECT_EQ(entries[0].name, "z");
-    EXPECT_EQ(entries[0].parent, FUSE_ROOT_ID);
+    {
+        const PathFd fd = table_->path_fd(a);
+        ASSERT_TRUE(fd);
+        table_->pin(a, fd);
+    }
+    ASSERT_EQ(unlink((dir_ + "/d/a").c_str()), 0);
+    for (int i = 0; i < 40; ++i)
+        add("d/g" + std::to_string(i), d, "g" + std::to_string(i));
+    EXPECT_EQ(reach(a), std::make_pair(0, a.ino));
+    table_->unpin(a);
 }
 
-TEST_F(InodeTableTest, TheEvictorWakesWhenTheTablePassesItsMarkAndWhenStopped) {
-    bool above = false;
-    std::thread waiter([&] { above = table_->wait_for_more_than(2); });
+TEST_P(InodeTableTest, ForgottenNodeIdsAreNotFound) {
     Inode& d = add("d/", table_->root(), "d");
-    add("d/a", d, "a"); // three inodes: past the mark
-    waiter.join();
-    EXPECT_TRUE(above);
-    std::thread stopped([&] { above = table_->wait_for_more_than(100); });
-    table_->stop_waiting();
-    stopped.join();
-    EXPECT_FALSE(above);
+    const fuse_ino_t id = table_->id_of(d);
+    EXPECT_EQ(table_->find(id), &d);
+    EXPECT_EQ(table_->find(FUSE_ROOT_ID), &table_->root());
+    table_->forget(id, 1);
+    EXPECT_EQ(table_->find(id), nullptr);
+    EXPECT_EQ(table_->size(), 1U);
+}
+
+TEST_P(InodeTableTest, ADirectoryStaysWhileAChildNeedsItsName) {
+    Inode& d = add("d/", table_->root(), "d");
+    Inode& a = add("d/a", d, "a");
+    table_->forget(table_->id_of(d), 1); // the kernel let go of d first
+    EXPECT_EQ(table_->size(), GetParam() ? 2U : 3U);
+    for (int i = 0; i < 40; ++i)
+        add("g" + std::to_string(i), table_->root(), "g" + std::to_string(i));
+    EXPECT_EQ(reach(a), std::make_pair(0, a.ino));
+    table_->forget(table_->id_of(a), 1);
+    EXPECT_EQ(table_->size(), 41U); // d went with its last child
 }
 
 } // namespace
