@@ -45,6 +45,16 @@ constexpr unsigned fsetid_bit = 1U << CAP_FSETID; // CAP_FSETID < 32: in data[0]
 
 } // namespace
 
+CallerUmask::CallerUmask(const Filesystem& fs, fuse_req_t req) {
+    if (!fs.server_applies_umask) return;
+    previous_ = umask(fuse_req_ctx(req)->umask);
+    set_ = true;
+}
+
+CallerUmask::~CallerUmask() {
+    if (set_) umask(previous_);
+}
+
 CallerCreds::CallerCreds(Filesystem& fs, fuse_req_t req) : fs_(fs) {
     if (!fs.act_as_caller) return;
     const fuse_ctx* ctx = fuse_req_ctx(req);

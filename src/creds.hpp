@@ -30,6 +30,22 @@ class CallerCreds {
     bool switched_ = false;
 };
 
+// Creates with the caller's umask while it lives, when the kernel left the
+// umask to the server (FUSE_CAP_DONT_MASK, negotiated with POSIX ACLs): the
+// source then applies it, or a default ACL of the parent directory instead,
+// as natively. Workers have a umask of their own (unshare(CLONE_FS)).
+class CallerUmask {
+  public:
+    CallerUmask(const Filesystem& fs, fuse_req_t req);
+    ~CallerUmask();
+    CallerUmask(const CallerUmask&) = delete;
+    CallerUmask& operator=(const CallerUmask&) = delete;
+
+  private:
+    bool set_ = false;
+    mode_t previous_ = 0;
+};
+
 // Runs the calling thread without CAP_FSETID while it lives (capabilities
 // are per thread): the source then clears setuid/setgid bits on a write as
 // it would for an unprivileged writer.

@@ -7,6 +7,7 @@
 #include <linux/fuse.h>
 
 #include <fcntl.h>
+#include <sched.h>
 #include <spdlog/spdlog.h>
 #include <sys/ioctl.h>
 #include <sys/uio.h>
@@ -458,6 +459,8 @@ Workers::Workers(Filesystem& fs, fuse_session* session, unsigned threads, int ex
     impl_->running = threads;
     for (unsigned i = 0; i < threads; ++i) {
         impl_->threads.emplace_back([this, &fs, session, exit_eventfd] {
+            // A umask of its own (CallerUmask): threads share one otherwise.
+            if (unshare(CLONE_FS) < 0) spdlog::warn("unshare(CLONE_FS): {}", std::strerror(errno));
             {
                 Worker worker(fs, session);
                 if (!worker.run()) impl_->failed = true;

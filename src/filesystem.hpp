@@ -106,6 +106,9 @@ struct Filesystem {
     std::vector<gid_t> daemon_groups;
     std::atomic<bool> initialized{false};
     std::atomic<bool> writeback_cache{false}; // negotiated at INIT (--cache always)
+    // POSIX ACLs negotiated at INIT: the kernel enforces them and leaves the
+    // umask to the server (CallerUmask).
+    std::atomic<bool> server_applies_umask{false};
     std::optional<SingleFile> single_file;
     util::Fd single_file_fd; // O_PATH fd of a single-file SOURCE
     OpenHandles<FileHandle> open_files;

@@ -281,7 +281,9 @@ void redirect_stdio_to_null() {
 } // namespace
 
 int run_mount(Options opts) {
-    umask(0); // the kernel has applied the caller's umask already
+    // The kernel has applied the caller's umask already, or leaves it to
+    // CallerUmask (POSIX ACLs).
+    umask(0);
     log_to_stderr(opts.log_level);
 
     if (auto error = check_paths(opts)) {

@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(cmake g++ pkg-config libfuse3-dev fuse3 libcli11-dev libspdlog-dev libfmt-dev libgtest-dev
-          python3 python3-prometheus-client strace gdb attr util-linux e2fsprogs procps
+          python3 python3-prometheus-client strace gdb attr acl util-linux e2fsprogs procps
           mandoc groff bash-completion zsh fish
           debhelper dpkg-dev fakeroot lintian rpm clang clang-tidy)
 missing=()

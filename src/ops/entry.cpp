@@ -151,6 +151,7 @@ void mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
     int result;
     {
         CallerCreds as_caller(fs, req);
+        CallerUmask umask(fs, req);
         result = mkdirat(dir_fd.get(), name, mode);
     }
     reply_created(req, dir, name, result);
@@ -165,6 +166,7 @@ void mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev
     int result;
     {
         CallerCreds as_caller(fs, req);
+        CallerUmask umask(fs, req);
         result = mknodat(dir_fd.get(), name, mode, rdev);
     }
     reply_created(req, dir, name, result);

@@ -96,6 +96,7 @@ void create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, fu
     util::Fd fd;
     {
         CallerCreds as_caller(fs, req);
+        CallerUmask umask(fs, req);
         fd.reset(openat(dir_fd.get(), name, flags, mode));
         if (!fd && widened_open_refused(fi, flags, errno)) {
             flags = write_only(flags);

@@ -26,6 +26,15 @@ void init(void* userdata, fuse_conn_info* conn) {
     else
         conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
     fs.writeback_cache = (conn->want & FUSE_CAP_WRITEBACK_CACHE) != 0;
+    // POSIX ACLs as on the source: the kernel enforces them (it checks
+    // permissions only with default_permissions, so only then), caches
+    // them, and sees a mode changed by setting one at once. It then leaves
+    // the umask to the server, which must not apply it where the parent has
+    // a default ACL: the source decides that (CallerUmask).
+    const bool kernel_checks = fs.opts.default_permissions || fs.opts.allow_other;
+    const uint64_t acl_caps = FUSE_CAP_POSIX_ACL | FUSE_CAP_DONT_MASK;
+    if (kernel_checks && (conn->capable & acl_caps) == acl_caps) conn->want |= acl_caps;
+    fs.server_applies_umask = (conn->want & acl_caps) == acl_caps;
     // Node ids stay valid while the daemon knows the inode, and LOOKUP of
     // `.` and `..` answers for them: file handles of the mount work.
     if (conn->capable & FUSE_CAP_EXPORT_SUPPORT) conn->want |= FUSE_CAP_EXPORT_SUPPORT;
