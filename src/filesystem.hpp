@@ -12,6 +12,7 @@
 
 #include <dirent.h>
 
+#include <algorithm>
 #include <atomic>
 #include <memory>
 #include <mutex>
@@ -93,13 +94,42 @@ struct SingleFile {
     uint64_t device_size = 0; // BLKGETSIZE64
 };
 
+// st_ino as the mount shows it. Through one FUSE mount every file has the
+// mount's st_dev, so inode numbers of the filesystems mounted inside SOURCE
+// would collide with each other and with SOURCE's own: those get the
+// number of their filesystem (in the order the daemon met them, from 1) in
+// the top 8 bits. SOURCE's filesystem keeps its numbers. Stable for the
+// life of the daemon; hard links share theirs.
+class InodeNumbers {
+  public:
+    explicit InodeNumbers(dev_t source_dev) : source_dev_(source_dev) {}
+    ino_t of(dev_t dev, ino_t ino) {
+        if (dev == source_dev_) return ino;
+        constexpr unsigned shift = 56;
+        std::lock_guard lock(mutex_);
+        size_t tag = 0;
+        while (tag < others_.size() && others_[tag] != dev)
+            ++tag;
+        if (tag == others_.size() && tag < 255) others_.push_back(dev);
+        return (static_cast<ino_t>(std::min<size_t>(tag + 1, 255)) << shift) |
+               (ino & ((ino_t{1} << shift) - 1));
+    }
+
+  private:
+    dev_t source_dev_;
+    std::mutex mutex_;
+    std::vector<dev_t> others_; // index + 1 is the tag
+};
+
 struct Filesystem {
     // `inode_fds`, `file_handles`: see InodeTable.
     Filesystem(Options options, util::Fd root_fd, size_t inode_fds, bool file_handles)
-        : opts(std::move(options)), inodes(std::move(root_fd), inode_fds, file_handles) {}
+        : opts(std::move(options)), inodes(std::move(root_fd), inode_fds, file_handles),
+          inode_numbers(inodes.root().dev) {}
 
     Options opts;
     InodeTable inodes;
+    InodeNumbers inode_numbers;
     Stats stats;
     double timeout = 1.0;       // entry and attribute timeouts, from the cache policy
     bool act_as_caller = false; // root daemon: create files with the caller's ids
@@ -123,6 +153,8 @@ struct Filesystem {
     // appears as a regular file of the device's size.
     int stat_source(int fd, struct stat& st) const;
     int stat_source(Inode& inode, struct stat& st);
+    // `st` of a source inode, as the kernel is to see it (InodeNumbers).
+    void present(struct stat& st) { st.st_ino = inode_numbers.of(st.st_dev, st.st_ino); }
 };
 
 inline Filesystem& fs_of(fuse_req_t req) {

@@ -66,10 +66,12 @@ void getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
     Filesystem& fs = fs_of(req);
     struct stat st {};
     const int err = fs.stat_source(fs.inodes.get(ino), st);
-    if (err)
+    if (err) {
         fuse_reply_err(req, err);
-    else
-        fuse_reply_attr(req, &st, fs.timeout);
+        return;
+    }
+    fs.present(st);
+    fuse_reply_attr(req, &st, fs.timeout);
 }
 
 void setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info* fi) {
@@ -81,10 +83,12 @@ void setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse
     int err = apply_setattr(req, inode, path, *attr, to_set, fi);
     struct stat st {};
     if (!err) err = fs.stat_source(path.get(), st);
-    if (err)
+    if (err) {
         fuse_reply_err(req, err);
-    else
-        fuse_reply_attr(req, &st, fs.timeout);
+        return;
+    }
+    fs.present(st);
+    fuse_reply_attr(req, &st, fs.timeout);
 }
 
 void readlink(fuse_req_t req, fuse_ino_t ino) {

@@ -23,11 +23,12 @@ bool is_dot_or_dotdot(const char* name) {
     return name[0] == '.' && (name[1] == '\0' || (name[1] == '.' && name[2] == '\0'));
 }
 
-// What readdir alone says of an entry: its inode number and type. A
-// readdirplus entry with only this (no node id) is looked up on use.
-fuse_entry_param bare_entry(const struct dirent& entry) {
+// What readdir alone says of an entry of a directory on filesystem `dev`:
+// its inode number and type. A readdirplus entry with only this (no node
+// id) is looked up on use.
+fuse_entry_param bare_entry(Filesystem& fs, dev_t dev, const struct dirent& entry) {
     fuse_entry_param e{};
-    e.attr.st_ino = entry.d_ino;
+    e.attr.st_ino = fs.inode_numbers.of(dev, entry.d_ino);
     e.attr.st_mode = static_cast<mode_t>(entry.d_type) << 12;
     return e;
 }
@@ -42,7 +43,8 @@ void readdir_synthetic_root(fuse_req_t req, size_t size, off_t offset, bool plus
         const char* name = names[i].c_str();
         fuse_entry_param e{};
         e.attr.st_mode = i < 2 ? S_IFDIR : S_IFREG;
-        e.attr.st_ino = i < 2 ? FUSE_ROOT_ID : fs.single_file->ino;
+        e.attr.st_ino =
+            i < 2 ? FUSE_ROOT_ID : fs.inode_numbers.of(fs.single_file->dev, fs.single_file->ino);
         size_t entry_size;
         if (plus) {
             if (fuse_add_direntry_plus(req, nullptr, 0, name, nullptr, 0) > size - used) break;
@@ -64,6 +66,7 @@ void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, fuse_
     Filesystem& fs = fs_of(req);
     if (fs.is_synthetic_root(ino)) return readdir_synthetic_root(req, size, offset, plus);
     DirHandle& d = dir_of(fi);
+    const dev_t dir_dev = fs.inodes.get(ino).dev;
     // The kernel sends one READDIR per open directory at a time, but the
     // stream is then used by different workers one after the other. The
     // lock is released before replying: once the reply is out, RELEASEDIR
@@ -103,7 +106,7 @@ void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, fuse_
                 continue;
             }
             // A failed lookup (EMFILE, EACCES...) still leaves a name that exists.
-            if (bare || lookup_err) e = bare_entry(*d.entry);
+            if (bare || lookup_err) e = bare_entry(fs, dir_dev, *d.entry);
             entry_size =
                 fuse_add_direntry_plus(req, buf.data() + used, size - used, name, &e, next);
             if (entry_size > size - used) {
@@ -111,7 +114,7 @@ void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, fuse_
                 break;
             }
         } else {
-            const struct stat st = bare_entry(*d.entry).attr;
+            const struct stat st = bare_entry(fs, dir_dev, *d.entry).attr;
             entry_size = fuse_add_direntry(req, buf.data() + used, size - used, name, &st, next);
             if (entry_size > size - used) break;
         }

@@ -44,6 +44,7 @@ int lookup_entry(Filesystem& fs, Inode& parent, const char* name, fuse_entry_par
     Inode& inode = fs.inodes.remember(std::move(fd), e.attr, parent, name);
     e.ino = fs.inodes.id_of(inode);
     e.generation = inode.generation;
+    fs.present(e.attr);
     return 0;
 }
 

@@ -287,6 +287,55 @@ for line in sys.stdin:
     def test_nothing_visible_changes_at_fd_limit_1000_by_name(self):
         self.check_nothing_visible_changes(1000, WITHOUT_FILE_HANDLES)
 
+    def test_inode_numbers_are_unique_across_filesystems_mounted_inside(self):
+        """Two tmpfs inside SOURCE number their inodes alike; through the mount
+        (one st_dev) every distinct source inode must still have its own
+        st_ino, hard links must share theirs, and readdir must agree with stat
+        wherever it does natively."""
+        mounted = []
+        try:
+            for sub in ("a", "b"):
+                path = os.path.join(self.src, sub)
+                os.mkdir(path)
+                subprocess.run(["mount", "-t", "tmpfs", "tmpfs", path], check=True)
+                mounted.append(path)
+                for d in (path, self.src):
+                    os.makedirs(os.path.join(d, f"in-{sub}"), exist_ok=True)
+                    with open(os.path.join(d, f"in-{sub}", "f"), "w") as f:
+                        f.write(sub)
+                    os.link(os.path.join(d, f"in-{sub}", "f"), os.path.join(d, f"link-{sub}"))
+
+            def numbers(root):
+                """relative path -> (st_dev, st_ino), and readdir's d_ino where it
+                matches stat natively (not on mountpoints)."""
+                out, d_inos = {}, {}
+                for dirpath, dirnames, filenames in os.walk(root):
+                    with os.scandir(dirpath) as entries:
+                        for entry in entries:
+                            rel = os.path.relpath(entry.path, root)
+                            st = os.lstat(entry.path)
+                            out[rel] = (st.st_dev, st.st_ino)
+                            d_inos[rel] = entry.inode()
+                return out, d_inos
+
+            native, native_d = numbers(self.src)
+            with Mount(self.src, self.mnt) as m:
+                through, through_d = numbers(self.mnt)
+                self.assertEqual(m.unmount(), 0, m.log)
+            self.assertEqual(sorted(through), sorted(native))
+            self.assertEqual(len({ino for _, ino in through.values()}), len(set(native.values())),
+                             "different source inodes share an inode number through the mount")
+            self.assertEqual(len({dev for dev, _ in through.values()}), 1)
+            for rel in native:
+                for other in native:
+                    if native[rel] == native[other]:  # hard links
+                        self.assertEqual(through[rel], through[other], (rel, other))
+                if native_d[rel] == native[rel][1]:
+                    self.assertEqual(through_d[rel], through[rel][1], rel)
+        finally:
+            for path in reversed(mounted):
+                subprocess.run(["umount", path], check=False)
+
     def test_file_handles_of_the_mount_open_the_file(self):
         os.makedirs(os.path.join(self.src, "sub"))
         with open(os.path.join(self.src, "sub", "f"), "w") as f:
