@@ -43,6 +43,26 @@ bool set_thread_capabilities(__user_cap_data_struct (&data)[2]) {
 
 constexpr unsigned fsetid_bit = 1U << CAP_FSETID; // CAP_FSETID < 32: in data[0]
 
+// setfsuid/setfsgid are per thread; glibc's setgroups() would change every
+// thread of the process, so the raw system call is used for the groups:
+// setgroups32 where it exists (i386, armhf), whose setgroups takes 16-bit
+// gids.
+long set_thread_groups(const std::vector<gid_t>& groups) {
+#ifdef SYS_setgroups32
+    return syscall(SYS_setgroups32, groups.size(), groups.data());
+#else
+    return syscall(SYS_setgroups, groups.size(), groups.data());
+#endif
+}
+
+// setfsuid/setfsgid report nothing on failure (no CAP_SETUID/CAP_SETGID, as
+// in some containers): -1 is never valid, so passing it returns the ids in
+// force, which show whether the switch happened.
+bool fsids_are(uid_t uid, gid_t gid) {
+    return static_cast<uid_t>(setfsuid(static_cast<uid_t>(-1))) == uid &&
+           static_cast<gid_t>(setfsgid(static_cast<gid_t>(-1))) == gid;
+}
+
 } // namespace
 
 CallerUmask::CallerUmask(const Filesystem& fs, fuse_req_t req) {
@@ -72,20 +92,19 @@ CallerCreds::CallerCreds(Filesystem& fs, const fuse_in_header& in) : fs_(fs) {
     switch_to(in.uid, in.gid, groups_of(static_cast<pid_t>(in.pid)));
 }
 
-// setfsuid/setfsgid are per thread; glibc's setgroups() would change every
-// thread of the process, so the raw system call is used for the groups.
 void CallerCreds::switch_to(uid_t uid, gid_t gid, const std::vector<gid_t>& groups) {
-    syscall(SYS_setgroups, groups.size(), groups.data());
+    switched_ = true;
+    const bool groups_set = set_thread_groups(groups) == 0;
     setfsgid(gid);
     setfsuid(uid);
-    switched_ = true;
+    failed_ = !groups_set || !fsids_are(uid, gid);
 }
 
 CallerCreds::~CallerCreds() {
     if (!switched_) return;
     setfsuid(0);
     setfsgid(0);
-    syscall(SYS_setgroups, fs_.daemon_groups.size(), fs_.daemon_groups.data());
+    set_thread_groups(fs_.daemon_groups);
 }
 
 WithoutFsetid::WithoutFsetid() {
@@ -110,6 +129,10 @@ bool has_suid_bits(int fd) {
 }
 
 } // namespace
+
+bool ModifyAsCaller::failed() const {
+    return creds_ && creds_->failed();
+}
 
 ModifyAsCaller::ModifyAsCaller(Filesystem& fs, fuse_req_t req, int fd) {
     const fuse_ctx* ctx = fuse_req_ctx(req);

@@ -23,11 +23,16 @@ class CallerCreds {
     ~CallerCreds();
     CallerCreds(const CallerCreds&) = delete;
     CallerCreds& operator=(const CallerCreds&) = delete;
+    // The switch to the caller's ids did not happen (a daemon without
+    // CAP_SETUID/CAP_SETGID): the operation must be refused with EPERM, not
+    // done as the daemon.
+    bool failed() const { return failed_; }
 
   private:
     void switch_to(uid_t uid, gid_t gid, const std::vector<gid_t>& groups);
     Filesystem& fs_;
     bool switched_ = false;
+    bool failed_ = false;
 };
 
 // Creates with the caller's umask while it lives, when the kernel left the
@@ -73,6 +78,7 @@ class ModifyAsCaller {
     ModifyAsCaller(Filesystem& fs, const fuse_in_header& in, const fuse_write_in& arg, int fd);
     ModifyAsCaller(const ModifyAsCaller&) = delete;
     ModifyAsCaller& operator=(const ModifyAsCaller&) = delete;
+    bool failed() const; // as CallerCreds::failed()
 
   private:
     std::optional<CallerCreds> creds_;

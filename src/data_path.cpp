@@ -300,7 +300,8 @@ class Worker {
         ssize_t n;
         {
             ModifyAsCaller as_caller(fs_, in, arg, fd);
-            n = ::pwrite(fd, data_, arg.size, static_cast<off_t>(arg.offset));
+            n = as_caller.failed() ? (errno = EPERM, -1)
+                                   : ::pwrite(fd, data_, arg.size, static_cast<off_t>(arg.offset));
         }
         reply_write(in.unique, n < 0 ? -errno : n);
         count_copy(counters_.write, n < 0 ? CopyReason::error : reason,
@@ -321,6 +322,12 @@ class Worker {
         size_t done = 0;
         const int fd = handle.fd_for_write(arg.write_flags);
         ModifyAsCaller as_caller(fs_, in, arg, fd);
+        if (as_caller.failed()) {
+            pipe_.drain(data_, request_room_);
+            reply_write(in.unique, -EPERM);
+            count_copy(counters_.write, CopyReason::error, 0);
+            return;
+        }
         while (done < arg.size) {
             const ssize_t n =
                 splice(pipe_.read_fd(), nullptr, fd, &offset, arg.size - done, move_flag_);

@@ -41,6 +41,7 @@ int apply_setattr(fuse_req_t req, const Inode& inode, const PathFd& path, const 
     }
     if (to_set & FUSE_SET_ATTR_SIZE) {
         ModifyAsCaller as_caller(fs_of(req), req, fd >= 0 ? fd : path.get());
+        if (as_caller.failed()) return EPERM;
         const int r = fd >= 0 ? ftruncate(fd, attr.st_size)
                               : truncate(path.proc_path().c_str(), attr.st_size);
         if (r < 0) return errno;

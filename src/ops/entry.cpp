@@ -153,7 +153,7 @@ void mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
     {
         CallerCreds as_caller(fs, req);
         CallerUmask umask(fs, req);
-        result = mkdirat(dir_fd.get(), name, mode);
+        result = as_caller.failed() ? (errno = EPERM, -1) : mkdirat(dir_fd.get(), name, mode);
     }
     reply_created(req, dir, name, result);
 }
@@ -168,7 +168,7 @@ void mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev
     {
         CallerCreds as_caller(fs, req);
         CallerUmask umask(fs, req);
-        result = mknodat(dir_fd.get(), name, mode, rdev);
+        result = as_caller.failed() ? (errno = EPERM, -1) : mknodat(dir_fd.get(), name, mode, rdev);
     }
     reply_created(req, dir, name, result);
 }
@@ -182,7 +182,7 @@ void symlink(fuse_req_t req, const char* link, fuse_ino_t parent, const char* na
     int result;
     {
         CallerCreds as_caller(fs, req);
-        result = symlinkat(link, dir_fd.get(), name);
+        result = as_caller.failed() ? (errno = EPERM, -1) : symlinkat(link, dir_fd.get(), name);
     }
     reply_created(req, dir, name, result);
 }
@@ -199,7 +199,9 @@ void link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t parent, const char* name) {
     {
         // As the caller, so that fs.protected_hardlinks judges the caller.
         CallerCreds as_caller(fs, req);
-        result = linkat(AT_FDCWD, fd.proc_path().c_str(), dir_fd.get(), name, AT_SYMLINK_FOLLOW);
+        result = as_caller.failed() ? (errno = EPERM, -1)
+                                    : linkat(AT_FDCWD, fd.proc_path().c_str(), dir_fd.get(), name,
+                                             AT_SYMLINK_FOLLOW);
     }
     reply_created(req, dir, name, result);
 }

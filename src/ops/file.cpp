@@ -97,6 +97,10 @@ void create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, fu
     {
         CallerCreds as_caller(fs, req);
         CallerUmask umask(fs, req);
+        if (as_caller.failed()) {
+            fuse_reply_err(req, EPERM);
+            return;
+        }
         fd.reset(openat(dir_fd.get(), name, flags, mode));
         if (!fd && widened_open_refused(fi, flags, errno)) {
             flags = write_only(flags);
@@ -150,7 +154,7 @@ void fallocate(fuse_req_t req, fuse_ino_t, int mode, off_t offset, off_t length,
                fuse_file_info* fi) {
     const int fd = handle_of(fi).fd.get();
     ModifyAsCaller as_caller(fs_of(req), req, fd);
-    const int r = ::fallocate(fd, mode, offset, length);
+    const int r = as_caller.failed() ? (errno = EPERM, -1) : ::fallocate(fd, mode, offset, length);
     fuse_reply_err(req, r < 0 ? errno : 0);
 }
 

@@ -40,6 +40,30 @@ class Security(unittest.TestCase):
                                                         text=True).stdout.strip())
         return out
 
+    def test_a_daemon_that_cannot_take_the_callers_ids_refuses(self):
+        """A root daemon without CAP_SETUID/CAP_SETGID (as in some containers)
+        cannot create as the caller: it must refuse, not create as root."""
+        shared = os.path.join(self.src, "shared")
+        os.mkdir(shared)
+        os.chmod(shared, 0o777)
+        no_setid = ("setpriv", "--inh-caps=-setuid,-setgid", "--bounding-set=-setuid,-setgid", "--")
+        with Mount(self.src, self.mnt, "-o", "allow_other", prefix=no_setid) as m:
+            def create(kind):
+                path = os.path.join(self.mnt, "shared", kind)
+                return harness.outcome(run_as, *USER, {
+                    "file": lambda: os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o644)),
+                    "dir": lambda: os.mkdir(path),
+                    "symlink": lambda: os.symlink("target", path),
+                    "node": lambda: os.mknod(path, 0o644 | stat.S_IFIFO),
+                }[kind])
+            for kind in ("file", "dir", "symlink", "node"):
+                self.assertEqual(create(kind), ("err", "EPERM"), kind)
+            self.assertEqual(os.listdir(shared), [], "created as the daemon, not as the caller")
+            # Root needs no switch.
+            open(os.path.join(self.mnt, "shared", "by-root"), "w").close()
+            self.assertEqual(os.stat(os.path.join(shared, "by-root")).st_uid, 0)
+            self.assertEqual(m.unmount(), 0, m.log)
+
     def test_setuid_follows_the_suid_option(self):
         shutil.copy("/usr/bin/id", os.path.join(self.src, "id"))
         os.chmod(os.path.join(self.src, "id"), 0o4755)
