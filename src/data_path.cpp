@@ -274,10 +274,21 @@ class Worker {
         return false;
     }
 
-    // The fair copy: one pread into the reused aligned buffer, one writev.
+    // The fair copy: pread into the reused aligned buffer, one writev. A
+    // source may return less than asked before the end of the file (FUSE,
+    // NFS, some devices): a short reply would make the kernel shrink its idea
+    // of the file size, so read on until the size or the end of the file.
     void read_by_copy(uint64_t unique, FileHandle& handle, uint64_t offset, size_t size,
                       CopyReason reason) {
-        const ssize_t got = ::pread(handle.fd.get(), data_, size, static_cast<off_t>(offset));
+        ssize_t got = 0;
+        while (static_cast<size_t>(got) < size) {
+            const ssize_t n = ::pread(handle.fd.get(), data_ + got, size - static_cast<size_t>(got),
+                                      static_cast<off_t>(offset) + got);
+            if (n < 0 && errno == EINTR) continue;
+            if (n < 0 && got == 0) got = -1;
+            if (n <= 0) break; // end of file, or an error after data: what arrived
+            got += n;
+        }
         if (got < 0) {
             const int err = errno;
             send_error(unique, err);
