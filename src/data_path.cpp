@@ -26,7 +26,8 @@ namespace splicefs {
 
 namespace {
 
-constexpr size_t page_size = 4096;
+// Pipe slots, FUSE's max_pages and O_DIRECT alignment all count in pages.
+const size_t page_size = static_cast<size_t>(sysconf(_SC_PAGESIZE));
 // libfuse 3.14 caps max_write at FUSE_MAX_MAX_PAGES pages.
 constexpr uint64_t libfuse_max_pages = 256;
 constexpr size_t write_header_size = sizeof(fuse_in_header) + sizeof(fuse_write_in);
@@ -92,7 +93,7 @@ class Worker {
         splice_writes_ = o.splice_writes();
         move_flag_ = o.splice_move ? SPLICE_F_MOVE : 0;
         // Room for any request: the largest WRITE, or a 64 KiB xattr value with
-        // its name. The request is read to 4096 - 80 bytes into the buffer so
+        // its name. The request is read to a page - 80 bytes into the buffer so
         // that WRITE data lands page-aligned (O_DIRECT sources need that).
         request_room_ = std::max<size_t>(limits_.max_write, size_t{128} * 1024) + page_size;
         buffer_size_ = page_size + request_room_;
@@ -102,6 +103,16 @@ class Worker {
         if ((splice_reads_ || splice_writes_) && !pipe_.open(limits_.pipe_size))
             spdlog::warn("worker pipe could not grow to {}: large messages will be copied",
                          util::human_bytes(limits_.pipe_size));
+        // The kernel refuses (EIO) to splice a request that does not fit the
+        // pipe whole, and fails the request with it: requests are spliced
+        // only into a pipe that holds the largest one.
+        const size_t largest_request = limits_.max_write + write_header_size;
+        splice_requests_ =
+            splice_writes_ && pipe_.slots() >= (largest_request + page_size - 1) / page_size + 1;
+        if (splice_writes_ && !splice_requests_)
+            spdlog::warn("worker pipe holds {}, not the largest request: WRITE requests will be "
+                         "copied",
+                         util::human_bytes(pipe_.slots() * page_size));
     }
 
     // Returns false when the worker stopped on an error rather than at the
@@ -109,8 +120,7 @@ class Worker {
     bool run() {
         bool ended_cleanly = true;
         while (!fuse_session_exited(session_)) {
-            const ssize_t n =
-                splice_writes_ && pipe_.slots() > 1 ? receive_by_splice() : receive_by_read();
+            const ssize_t n = splice_requests_ ? receive_by_splice() : receive_by_read();
             if (n < 0) {
                 const int err = static_cast<int>(-n);
                 if (err == ENODEV) break; // unmounted
@@ -404,6 +414,7 @@ class Worker {
     ThreadCounters& counters_;
     const Limits& limits_;
     bool splice_reads_ = false, splice_writes_ = false;
+    bool splice_requests_ = false; // splice_writes_ and a pipe that holds any request
     unsigned move_flag_ = 0;
     Pipe pipe_;
     std::unique_ptr<char, AlignedFree> buffer_;

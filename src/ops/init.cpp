@@ -2,6 +2,7 @@
 #include "ops/ops.hpp"
 
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 namespace splicefs::ops {
 
@@ -41,7 +42,8 @@ void init(void* userdata, fuse_conn_info* conn) {
     if (conn->capable & FUSE_CAP_PARALLEL_DIROPS) conn->want |= FUSE_CAP_PARALLEL_DIROPS;
     // max_pages follows max_write in libfuse; a kernel without FUSE_MAX_PAGES
     // stays at 32 pages.
-    limits.max_pages = (limits.max_write + 4095) / 4096;
+    const auto page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+    limits.max_pages = (limits.max_write + page - 1) / page;
     fs.initialized = true;
     spdlog::debug("INIT: protocol 7.{}, max_write {}, max_read {}, max_readahead {}",
                   conn->proto_minor, conn->max_write, conn->max_read, conn->max_readahead);
