@@ -105,10 +105,11 @@ class Worker {
                          util::human_bytes(limits_.pipe_size));
         // The kernel refuses (EIO) to splice a request that does not fit the
         // pipe whole, and fails the request with it: requests are spliced
-        // only into a pipe that holds the largest one.
+        // only into a pipe that holds the largest one (its headers and data
+        // fill pages one after the other).
         const size_t largest_request = limits_.max_write + write_header_size;
         splice_requests_ =
-            splice_writes_ && pipe_.slots() >= (largest_request + page_size - 1) / page_size + 1;
+            splice_writes_ && pipe_.slots() >= (largest_request + page_size - 1) / page_size;
         if (splice_writes_ && !splice_requests_)
             spdlog::warn("worker pipe holds {}, not the largest request: WRITE requests will be "
                          "copied",
