@@ -130,7 +130,7 @@ Expanded expand_o_options(const std::vector<std::string>& args) {
             const auto spec = std::find_if(mount_long_options.begin(), mount_long_options.end(),
                                            [&](const OptionSpec& s) { return name == s.name; });
             if (spec != mount_long_options.end() && name != "help") {
-                if (spec->takes_value && !has_value) {
+                if (spec->takes_value && (!has_value || value.empty())) {
                     out.error = "option '-o " + key + "' needs a value (" + key + "=...)";
                     return false;
                 }
@@ -171,6 +171,10 @@ Expanded expand_o_options(const std::vector<std::string>& args) {
             if (!take(args[++i])) return out;
         } else if (arg.size() > 2 && arg.rfind("-o", 0) == 0) {
             if (!take(arg.substr(2))) return out;
+        } else if (arg.size() > 3 && arg.rfind("--", 0) == 0 && arg.back() == '=') {
+            // The option library would take the next argument as the value.
+            out.error = "option '" + arg.substr(0, arg.size() - 1) + "' has an empty value";
+            return out;
         } else {
             out.argv.push_back(arg);
         }

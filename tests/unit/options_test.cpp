@@ -80,6 +80,24 @@ TEST(Options, FsnameAndSubtype) {
     EXPECT_EQ(r.options.subtype, "other");
 }
 
+// An empty value is its own error, naming the option; it never takes the
+// next argument (SOURCE) as the value.
+TEST(Options, AnEmptyValueIsAnErrorNamingTheOption) {
+    for (const auto& [args, named] : std::vector<std::pair<std::vector<std::string>, std::string>>{
+             {{"-o", "threads=", "/src", "/mnt"}, "threads"},
+             {{"-o", "log_level=", "/src", "/mnt"}, "log_level"},
+             {{"/src", "/mnt", "-o", "cache="}, "cache"},
+             {{"--threads=", "/src", "/mnt"}, "--threads"},
+             {{"--cache=", "/src", "/mnt"}, "--cache"},
+             {{"/src", "--max-reply=", "/mnt"}, "--max-reply"}}) {
+        auto r = parse(args);
+        EXPECT_EQ(r.status, ParseStatus::error) << testing::PrintToString(args);
+        EXPECT_NE(r.message.find(named), std::string::npos) << r.message;
+        EXPECT_EQ(r.message.find("/src"), std::string::npos) << r.message;
+        EXPECT_EQ(r.message.find('\n'), std::string::npos) << r.message;
+    }
+}
+
 TEST(Options, BadInputIsOneLineError) {
     for (auto args :
          std::vector<std::vector<std::string>>{{"/src"},
