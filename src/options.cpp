@@ -130,8 +130,12 @@ Expanded expand_o_options(const std::vector<std::string>& args) {
             const auto spec = std::find_if(mount_long_options.begin(), mount_long_options.end(),
                                            [&](const OptionSpec& s) { return name == s.name; });
             if (spec != mount_long_options.end() && name != "help") {
-                if (spec->takes_value && (!has_value || value.empty())) {
+                if (spec->takes_value && !has_value) {
                     out.error = "option '-o " + key + "' needs a value (" + key + "=...)";
+                    return false;
+                }
+                if (spec->takes_value && value.empty()) {
+                    out.error = "option '--" + name + "' (-o " + key + ") has an empty value";
                     return false;
                 }
                 if (!spec->takes_value && has_value) {
