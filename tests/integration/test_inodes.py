@@ -337,6 +337,10 @@ for line in sys.stdin:
                 subprocess.run(["umount", path], check=False)
 
     def test_file_handles_of_the_mount_open_the_file(self):
+        """Parity with the source while the kernel holds the inode (it then
+        resolves the handle itself; this passed before FUSE_EXPORT_SUPPORT
+        too). Handles of inodes the kernel and the daemon both forgot give
+        ESTALE: see splicefs(1)."""
         os.makedirs(os.path.join(self.src, "sub"))
         with open(os.path.join(self.src, "sub", "f"), "w") as f:
             f.write("by handle")
