@@ -11,8 +11,8 @@ _splicefs()
     _init_completion -n = || return
 
     local long_opts="--help --version --foreground --debug --single-threaded --threads --log-level --cache
-        --splice --splice-move --max-reply"
-    local o_keys="foreground debug single_threaded threads= log_level= cache= splice= splice_move max_reply=
+        --splice --splice-move --passthrough --max-reply"
+    local o_keys="foreground debug single_threaded threads= log_level= cache= splice= splice_move passthrough= max_reply=
         allow_other allow_root default_permissions ro rw auto_unmount fsname= subtype= dev nodev suid nosuid
         exec noexec atime noatime relatime strictatime nodiratime sync async dirsync
         defaults nofail _netdev auto noauto user users nouser"
@@ -34,6 +34,7 @@ _splicefs()
     case $prev in
         --splice) COMPREPLY=($(compgen -W "off read write all" -- "$cur")); return ;;
         --cache) COMPREPLY=($(compgen -W "auto always never" -- "$cur")); return ;;
+        --passthrough) COMPREPLY=($(compgen -W "off auto" -- "$cur")); return ;;
         --log-level) COMPREPLY=($(compgen -W "trace debug info warn error critical off" -- "$cur")); return ;;
         --threads|--max-reply) return ;;
         -o)
@@ -42,6 +43,7 @@ _splicefs()
             case $last in
                 splice=*) COMPREPLY=($(compgen -P "${prefix}splice=" -W "off read write all" -- "${last#splice=}")) ;;
                 cache=*) COMPREPLY=($(compgen -P "${prefix}cache=" -W "auto always never" -- "${last#cache=}")) ;;
+                passthrough=*) COMPREPLY=($(compgen -P "${prefix}passthrough=" -W "off auto" -- "${last#passthrough=}")) ;;
                 *) COMPREPLY=($(compgen -P "$prefix" -W "$o_keys" -- "$last")); compopt -o nospace ;;
             esac
             return ;;

@@ -122,6 +122,28 @@ WithoutFsetid::~WithoutFsetid() {
 }
 
 namespace {
+// (gid_t)-2: not -1 (which setfsgid reads as "no change"), and a gid no
+// distribution hands out.
+constexpr gid_t no_files_gid = static_cast<gid_t>(-2);
+} // namespace
+
+BackingFileCreds::BackingFileCreds(const std::vector<gid_t>& daemon_groups)
+    : daemon_groups_(daemon_groups) {
+    previous_fsgid_ = static_cast<gid_t>(setfsgid(static_cast<gid_t>(-1)));
+    const bool groups_cleared = set_thread_groups({}) == 0;
+    setfsgid(no_files_gid);
+    __user_cap_data_struct data[2]{};
+    const bool no_fsetid = thread_capabilities(data) && !(data[0].effective & fsetid_bit);
+    failed_ = !groups_cleared ||
+              static_cast<gid_t>(setfsgid(static_cast<gid_t>(-1))) != no_files_gid || !no_fsetid;
+}
+
+BackingFileCreds::~BackingFileCreds() {
+    setfsgid(previous_fsgid_);
+    set_thread_groups(daemon_groups_);
+}
+
+namespace {
 
 bool has_suid_bits(int fd) {
     struct stat st {};

@@ -65,6 +65,27 @@ class WithoutFsetid {
     bool dropped_ = false;
 };
 
+// The credentials the kernel records for a passthrough backing file
+// (FUSE_DEV_IOC_BACKING_OPEN saves the caller's) and uses for every read and
+// write it makes through it: the daemon's fsuid, but no supplementary
+// groups, an fsgid no file has, and no CAP_FSETID, so a write through it
+// clears setuid and setgid bits as for an unprivileged writer outside the
+// file's group, never keeping one the writer's own write would clear.
+class BackingFileCreds {
+  public:
+    explicit BackingFileCreds(const std::vector<gid_t>& daemon_groups);
+    ~BackingFileCreds();
+    BackingFileCreds(const BackingFileCreds&) = delete;
+    BackingFileCreds& operator=(const BackingFileCreds&) = delete;
+    bool failed() const { return failed_; }
+
+  private:
+    const std::vector<gid_t>& daemon_groups_;
+    gid_t previous_fsgid_ = 0;
+    bool failed_ = false;
+    WithoutFsetid no_fsetid_;
+};
+
 // A change to a file's data (WRITE, truncate, fallocate) made while it has
 // a setuid or setgid bit runs with the caller's ids, and so without
 // CAP_FSETID: the source then clears the bits exactly as for the caller's own

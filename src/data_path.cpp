@@ -186,6 +186,9 @@ class Worker {
             write_from_buffer(*in, arg,
                               splice_writes_ ? CopyReason::small : CopyReason::splice_off);
         } else {
+            if (in->opcode == FUSE_INIT)
+                fs_.passthrough.kernel_init(*reinterpret_cast<const fuse_init_in*>(in + 1),
+                                            size - sizeof *in);
             fuse_buf buf{};
             buf.size = size;
             buf.mem = request_;

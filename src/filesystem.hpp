@@ -3,6 +3,7 @@
 
 #include "inode.hpp"
 #include "options.hpp"
+#include "passthrough.hpp"
 #include "stats.hpp"
 #include "util/fd.hpp"
 #include "util/handoff.hpp"
@@ -37,6 +38,9 @@ struct FileHandle {
     }
     // The inode whose fd this open file pins (InodeTable::pin), or null.
     Inode* pinned_inode = nullptr;
+    // The inode of the open, and whether the kernel serves it (Passthrough).
+    const Inode* inode = nullptr;
+    OpenPath path = OpenPath::off;
     // The source refused splice (EINVAL) once: every later read of this open
     // file copies without trying again.
     std::atomic<bool> read_splice_refused{false};
@@ -125,11 +129,12 @@ struct Filesystem {
     // `inode_fds`, `file_handles`: see InodeTable.
     Filesystem(Options options, util::Fd root_fd, size_t inode_fds, bool file_handles)
         : opts(std::move(options)), inodes(std::move(root_fd), inode_fds, file_handles),
-          inode_numbers(inodes.root().dev) {}
+          inode_numbers(inodes.root().dev), passthrough(opts.passthrough) {}
 
     Options opts;
     InodeTable inodes;
     InodeNumbers inode_numbers;
+    Passthrough passthrough;
     Stats stats;
     double timeout = 1.0;       // entry and attribute timeouts, from the cache policy
     bool act_as_caller = false; // root daemon: create files with the caller's ids

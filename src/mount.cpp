@@ -400,6 +400,7 @@ int run_mount(Options opts) {
     }
 
     // Mounted. From here on a failure must unmount again.
+    fs->passthrough.install(session, fs->daemon_groups);
     int report_fd = -1;
     if (!opts.foreground) {
         int fds[2];

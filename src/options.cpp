@@ -38,6 +38,10 @@ const char* to_string(CachePolicy policy) {
     return "?";
 }
 
+const char* to_string(PassthroughMode mode) {
+    return mode == PassthroughMode::auto_ ? "auto" : "off";
+}
+
 unsigned Options::worker_threads() const {
     if (single_threaded) return 1;
     if (threads) return threads;
@@ -91,7 +95,7 @@ struct OptionSpec {
 
 // The long options of the mount form; `-o key[=value]` maps onto these with
 // underscores or dashes.
-constexpr std::array<OptionSpec, 10> mount_long_options{{
+constexpr std::array<OptionSpec, 11> mount_long_options{{
     {"foreground", false},
     {"debug", false},
     {"single-threaded", false},
@@ -100,6 +104,7 @@ constexpr std::array<OptionSpec, 10> mount_long_options{{
     {"cache", true},
     {"splice", true},
     {"splice-move", false},
+    {"passthrough", true},
     {"max-reply", true},
     {"help", false},
 }};
@@ -205,6 +210,8 @@ constexpr std::array<std::pair<const char*, SpliceMode>, 4> splice_names{
      {"all", SpliceMode::all}}};
 constexpr std::array<std::pair<const char*, CachePolicy>, 3> cache_names{
     {{"auto", CachePolicy::auto_}, {"always", CachePolicy::always}, {"never", CachePolicy::never}}};
+constexpr std::array<std::pair<const char*, PassthroughMode>, 2> passthrough_names{
+    {{"off", PassthroughMode::off}, {"auto", PassthroughMode::auto_}}};
 constexpr std::array<const char*, 7> log_levels{"trace", "debug",    "info", "warn",
                                                 "error", "critical", "off"};
 
@@ -253,7 +260,7 @@ ParseResult parse_mount_args(const std::vector<std::string>& args) {
     if (!expanded.error.empty()) return fail(expanded.error);
 
     Options& o = result.options;
-    std::string threads_text, cache_text, splice_text, max_reply_text;
+    std::string threads_text, cache_text, splice_text, passthrough_text, max_reply_text;
     std::vector<std::string> positionals;
 
     CLI::App app{
@@ -279,6 +286,11 @@ ParseResult parse_mount_args(const std::vector<std::string>& args) {
                    "(writes arrive by splice) or all")
         ->type_name("MODE");
     app.add_flag("--splice-move", o.splice_move, "Ask the kernel to move pages (SPLICE_F_MOVE)");
+    app.add_option("--passthrough", passthrough_text,
+                   "Kernel passthrough: off (the default) or auto (the kernel serves open files "
+                   "itself where it and the daemon's privileges allow; their bytes are not "
+                   "counted)")
+        ->type_name("MODE");
     app.add_option("--max-reply", max_reply_text,
                    "Largest READ reply and WRITE request, e.g. 128K or 1M (default: the largest "
                    "that splices)")
@@ -326,6 +338,9 @@ ParseResult parse_mount_args(const std::vector<std::string>& args) {
         return fail("unknown cache policy '" + cache_text + "' (use auto, always or never)");
     if (app.count("--splice") && !parse_enum(splice_text, splice_names, o.splice))
         return fail("unknown splice mode '" + splice_text + "' (use off, read, write or all)");
+    if (app.count("--passthrough") &&
+        !parse_enum(passthrough_text, passthrough_names, o.passthrough))
+        return fail("unknown passthrough mode '" + passthrough_text + "' (use off or auto)");
     if (app.count("--max-reply")) {
         std::string error;
         o.max_reply = util::parse_size(max_reply_text, &error);

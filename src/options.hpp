@@ -10,9 +10,11 @@ namespace splicefs {
 
 enum class SpliceMode { off, read, write, all };
 enum class CachePolicy { auto_, always, never };
+enum class PassthroughMode { off, auto_ };
 
 const char* to_string(SpliceMode mode);
 const char* to_string(CachePolicy policy);
+const char* to_string(PassthroughMode mode);
 
 // Exit codes, documented in splicefs(1). mount(8) reads a helper's status as
 // bit flags, so these follow its meanings.
@@ -36,6 +38,7 @@ struct Options {
     CachePolicy cache = CachePolicy::auto_;
     SpliceMode splice = SpliceMode::read;
     bool splice_move = false;
+    PassthroughMode passthrough = PassthroughMode::off;
     std::optional<uint64_t> max_reply; // bytes as given; validated against the kernel later
 
     // Options handed to libfuse's mount (allow_other, ro, fsname=..., ...).

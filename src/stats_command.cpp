@@ -176,6 +176,16 @@ std::string json_mount(const Report& r) {
           "readahead", "inodes", "inode_fds", "inode_fd_budget", "inode_fds_reopened", "fd_limit"})
         out += fmt::format(", \"{}\": {}", key, number(r, key));
     out += ", \"inode_identity\": " + json_string(report_value(r, "inode_identity"));
+    out += ", \"passthrough\": " + json_string(report_value(r, "passthrough"));
+    out += ", \"passthrough_state\": " + json_string(report_value(r, "passthrough_state"));
+    out += ", \"direct_io_mmap\": " + std::string(number(r, "direct_io_mmap") ? "true" : "false");
+    out +=
+        fmt::format(", \"passthrough_backing_ids\": {}, \"passthrough_refused_errno\": {}",
+                    number(r, "passthrough_backing_ids"), number(r, "passthrough_refused_errno"));
+    out += fmt::format(", \"opens\": {{\"passthrough\": {}, \"data_path\": {}, "
+                       "\"data_path_reasons\": {}}}",
+                       number(r, "opens.passthrough"), number(r, "opens.data_path"),
+                       json_counter_object(r, "opens.data_path_reasons"));
     out +=
         ", \"max_reply_clamp_reason\": " + json_string(report_value(r, "max_reply_clamp_reason"));
     out += ", \"read\": " + json_direction(r, "read", "replies", true);
@@ -196,6 +206,26 @@ std::string json_interval(const Report& now, const Report& before, double second
         seconds, read_bytes / seconds, delta("read.replies"),
         read_bytes > 0 ? fmt::format("{:.4f}", spliced / read_bytes) : "null",
         write_bytes / seconds, delta("write.requests"));
+}
+
+// Which opens the kernel serves itself and why the others reach the daemon.
+std::string human_opens(const Report& r, const Report* previous) {
+    auto delta = [&](const std::string& key) {
+        return number(r, key) - (previous ? number(*previous, key) : 0);
+    };
+    std::string out = fmt::format("  passthrough {}\n", report_value(r, "passthrough_state"));
+    const uint64_t kernel = delta("opens.passthrough"), daemon = delta("opens.data_path");
+    if (kernel + daemon == 0) return out;
+    out += fmt::format("  OPEN  {} by the kernel (passthrough: their bytes are not seen or counted "
+                       "here), {} by the data path",
+                       kernel, daemon);
+    std::string reasons;
+    for (const auto& [k, v] : with_prefix(r, "opens.data_path_reasons")) {
+        const uint64_t n = delta("opens.data_path_reasons." + k);
+        if (n) reasons += fmt::format("{}{} {}", reasons.empty() ? "" : ", ", k, n);
+    }
+    if (!reasons.empty()) out += " (" + reasons + ")";
+    return out + "\n";
 }
 
 std::string human_mount(const Report& r, const Report* previous, double interval, bool colour) {
@@ -221,6 +251,7 @@ std::string human_mount(const Report& r, const Report* previous, double interval
                        number(r, "inodes"), report_value(r, "inode_identity"),
                        number(r, "inode_fds"), number(r, "inode_fd_budget"), number(r, "fd_limit"),
                        number(r, "inode_fds_reopened"));
+    out += human_opens(r, previous);
     auto direction = [&](const std::string& dir, const std::string& unit, const char* title) {
         const Report& base = previous ? *previous : Report{};
         auto delta = [&](const std::string& key) {
@@ -301,6 +332,21 @@ std::string prometheus(const std::vector<MountReport>& reports) {
     by_path("splicefs_write_bytes_total", "File bytes written by WRITE requests, by path.", "write",
             "bytes");
     reasons("splicefs_write_copies_total", "WRITE requests copied, by reason.", "write");
+    family("splicefs_opens_total", "counter",
+           "Opens of regular files, by path: passthrough (the kernel serves the bytes, not counted "
+           "here) or data_path.",
+           [&](const Report& r, const std::string& mp) {
+               for (const char* path : {"passthrough", "data_path"})
+                   out += fmt::format("splicefs_opens_total{{{},path=\"{}\"}} {}\n", mp, path,
+                                      number(r, std::string("opens.") + path));
+           });
+    family("splicefs_data_path_opens_total", "counter",
+           "Opens served by the data path, by the reason they were not passed through.",
+           [&](const Report& r, const std::string& mp) {
+               for (const auto& [k, v] : with_prefix(r, "opens.data_path_reasons"))
+                   out += fmt::format("splicefs_data_path_opens_total{{{},reason=\"{}\"}} {}\n", mp,
+                                      k, v);
+           });
     family("splicefs_read_reply_size_bytes", "histogram", "Sizes of READ replies.",
            [&](const Report& r, const std::string& mp) {
                uint64_t cumulative = 0;

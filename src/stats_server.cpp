@@ -174,6 +174,20 @@ std::string StatsServer::report() const {
     add("inode_fds_reopened", fds.reopened);
     add("inode_identity", fds.file_handles ? "file handles" : "names");
     add("fd_limit", l.fd_limit);
+    const Passthrough& pt = fs_.passthrough;
+    add("passthrough", to_string(fs_.opts.passthrough));
+    add("passthrough_state", pt.state());
+    add("direct_io_mmap", pt.direct_io_mmap() ? 1 : 0);
+    add("passthrough_backing_ids", pt.backing_ids());
+    add("passthrough_refused_errno", pt.last_refusal());
+    uint64_t data_path_opens = 0;
+    for (size_t i = 1; i < open_path_count; ++i)
+        data_path_opens += pt.opens(static_cast<OpenPath>(i));
+    add("opens.passthrough", pt.opens(OpenPath::passthrough));
+    add("opens.data_path", data_path_opens);
+    for (size_t i = 1; i < open_path_count; ++i)
+        add(std::string("opens.data_path_reasons.") + to_string(static_cast<OpenPath>(i)),
+            pt.opens(static_cast<OpenPath>(i)));
     auto add_direction = [&](const std::string& prefix, const DirectionTotals& d,
                              const char* unit) {
         add(prefix + "." + unit, d.count());

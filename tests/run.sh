@@ -35,7 +35,7 @@ run_ctest() { ctest --no-tests=error --output-on-failure "$@"; }
 
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSPLICEFS_SANITIZE= \
       -DSPLICEFS_TEST_SPLICE_MODES="off;read;all" -DSPLICEFS_TEST_CACHE_POLICIES="auto;always;never" \
-      "${common[@]}"
+      -DSPLICEFS_TEST_PASSTHROUGH=ON "${common[@]}"
 cmake --build build -j"$jobs"
 run_ctest --test-dir build
 
@@ -43,7 +43,8 @@ run_ctest --test-dir build
 
 # AddressSanitizer + UndefinedBehaviorSanitizer: every test but the system ones.
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DSPLICEFS_SANITIZE=address,undefined \
-      -DSPLICEFS_TEST_SPLICE_MODES=all -DSPLICEFS_TEST_CACHE_POLICIES="auto;always;never" "${common[@]}"
+      -DSPLICEFS_TEST_SPLICE_MODES=all -DSPLICEFS_TEST_CACHE_POLICIES="auto;always;never" \
+      -DSPLICEFS_TEST_PASSTHROUGH=ON "${common[@]}"
 cmake --build build-asan -j"$jobs"
 # The million-file memory test runs a tenth of its files here, and the
 # RSS bounds allow for ASan's quarantine (up to 256 MiB of freed memory)
@@ -54,7 +55,8 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 
 # ThreadSanitizer: every integration test, the 60 s load test included.
 cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DSPLICEFS_SANITIZE=thread \
-      -DSPLICEFS_TEST_SPLICE_MODES=all -DSPLICEFS_TEST_CACHE_POLICIES="auto;always" "${common[@]}"
+      -DSPLICEFS_TEST_SPLICE_MODES=all -DSPLICEFS_TEST_CACHE_POLICIES="auto;always" \
+      -DSPLICEFS_TEST_PASSTHROUGH=OFF "${common[@]}"
 cmake --build build-tsan -j"$jobs"
 # tests/tsan.supp explains the one kind of report it suppresses.
 TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$PWD/tests/tsan.supp" \

@@ -37,13 +37,17 @@ int write_only(int flags) {
     return (flags & ~O_ACCMODE) | O_WRONLY;
 }
 
-void fill_open_reply(Filesystem& fs, fuse_file_info* fi, util::Fd fd, int flags) {
+void fill_open_reply(Filesystem& fs, fuse_file_info* fi, util::Fd fd, int flags,
+                     const Inode& inode) {
     auto handle = std::make_unique<FileHandle>();
+    handle->inode = &inode;
+    const OpenPath path = fs.passthrough.open(inode, fd.get(), flags);
+    handle->path = path;
     if (flags & O_DIRECT) {
         // Reopened, not duplicated: O_DIRECT belongs to the open file.
-        const auto path = "/proc/self/fd/" + std::to_string(fd.get());
-        handle->buffered_fd.reset(
-            ::open(path.c_str(), flags & ~(O_DIRECT | O_TRUNC | O_CREAT | O_EXCL | O_NOFOLLOW)));
+        const auto same_file = "/proc/self/fd/" + std::to_string(fd.get());
+        handle->buffered_fd.reset(::open(
+            same_file.c_str(), flags & ~(O_DIRECT | O_TRUNC | O_CREAT | O_EXCL | O_NOFOLLOW)));
     }
     handle->fd = std::move(fd);
     handle->write_splice_refused = (flags & O_APPEND) != 0;
@@ -51,12 +55,20 @@ void fill_open_reply(Filesystem& fs, fuse_file_info* fi, util::Fd fd, int flags)
     // A source fd that cannot read cannot fill the pages a cached write
     // only partly covers: that open file bypasses the page cache.
     const bool cannot_read = (flags & O_ACCMODE) == O_WRONLY && fs.writeback_cache;
+    if (path == OpenPath::passthrough) {
+        // The kernel serves it from the source's own page cache; the
+        // reply may carry no other caching flag.
+        fi->direct_io = false;
+        fi->keep_cache = false;
+        return;
+    }
     fi->direct_io = fs.opts.cache == CachePolicy::never || cannot_read;
     fi->keep_cache = fs.opts.cache == CachePolicy::always;
 }
 
 void release_handle(Filesystem& fs, fuse_file_info* fi) {
     FileHandle& handle = handle_of(fi);
+    if (handle.inode) fs.passthrough.release(*handle.inode, handle.path);
     if (handle.pinned_inode) fs.inodes.unpin(*handle.pinned_inode);
     fs.open_files.remove(&handle);
 }
@@ -78,11 +90,12 @@ void open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
         fuse_reply_err(req, errno);
         return;
     }
-    fill_open_reply(fs, fi, std::move(fd), flags);
     // An open file keeps its inode's fd: it may lose its last name.
     fs.inodes.pin(inode, path);
+    fill_open_reply(fs, fi, std::move(fd), flags, inode);
     handle_of(fi).pinned_inode = &inode;
     if (fuse_reply_open(req, fi) != 0) release_handle(fs, fi); // the opener was interrupted
+    Passthrough::discard_mark();
 }
 
 void create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, fuse_file_info* fi) {
@@ -117,16 +130,16 @@ void create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, fu
         fuse_reply_err(req, err);
         return;
     }
-    fill_open_reply(fs, fi, std::move(fd), flags);
     Inode& inode = fs.inodes.get(e.ino);
-    if (const PathFd path = fs.inodes.path_fd(inode)) {
-        fs.inodes.pin(inode, path);
-        handle_of(fi).pinned_inode = &inode;
-    }
+    const PathFd path = fs.inodes.path_fd(inode);
+    if (path) fs.inodes.pin(inode, path);
+    fill_open_reply(fs, fi, std::move(fd), flags, inode);
+    if (path) handle_of(fi).pinned_inode = &inode;
     if (fuse_reply_create(req, &e, fi) != 0) {
         release_handle(fs, fi);
         fs.inodes.forget(e.ino, 1);
     }
+    Passthrough::discard_mark();
 }
 
 void flush(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {

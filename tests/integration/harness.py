@@ -19,7 +19,7 @@ import time
 import unittest
 
 SKIP = 77
-ARGS = None  # parsed command line: binary, splice, cache
+ARGS = None  # parsed command line: binary, splice, cache, passthrough
 
 
 def parse_args():
@@ -28,6 +28,7 @@ def parse_args():
     parser.add_argument("--binary", required=True)
     parser.add_argument("--splice", default="read")
     parser.add_argument("--cache", default="auto", help="cache policy, unless a mount names its own")
+    parser.add_argument("--passthrough", default="off", help="passthrough mode, unless a mount names its own")
     ARGS, rest = parser.parse_known_args()
     return rest
 
@@ -190,6 +191,8 @@ class Mount:
         # policy the test run is for.
         if "--cache" not in self.extra:
             self.extra = ["--cache", cache if cache is not None else ARGS.cache, *self.extra]
+        if "--passthrough" not in self.extra:
+            self.extra = ["--passthrough", ARGS.passthrough, *self.extra]
         self.env = env
         self.proc = None
         self.log = ""

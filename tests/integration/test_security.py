@@ -3,6 +3,7 @@ daemon never follows a symlink swapped in for a directory during lookups,
 a non-root user can mount their own directory, and the stats socket can be
 neither taken over nor faked nor made to spin the daemon."""
 
+import json
 import os
 import pwd
 import shutil
@@ -149,10 +150,11 @@ class Security(unittest.TestCase):
         for p in (self.src, self.mnt):
             os.chown(p, *USER[:2])
 
-    def mount_as_user(self, env, then=lambda: None):
+    def mount_as_user(self, env, then=lambda: None, extra=()):
         """Mounts src on mnt as USER; returns (exit code, stderr lines, then())."""
         def mount_and_run():
-            r = subprocess.run([harness.ARGS.binary, self.src, self.mnt], capture_output=True, text=True, env=env)
+            r = subprocess.run([harness.ARGS.binary, *extra, self.src, self.mnt], capture_output=True, text=True,
+                               env=env)
             if r.returncode != 0:
                 return r.returncode, r.stderr.strip().splitlines(), None
             try:
@@ -167,6 +169,36 @@ class Security(unittest.TestCase):
             f.write("x")
         env = dict(os.environ, XDG_RUNTIME_DIR=self.tmp)
         self.assertEqual(self.mount_as_user(env, lambda: sorted(os.listdir(self.mnt))), (0, [], ["mine"]))
+
+    def test_non_root_mount_falls_back_from_passthrough_and_says_why(self):
+        # Registering a backing file needs CAP_SYS_ADMIN: a user's mount
+        # serves every file through the data path, counted, with the reason.
+        data = os.urandom(300000)
+        with open(os.path.join(self.src, "mine"), "wb") as f:
+            f.write(data)
+        self.non_root_user()
+        os.chown(os.path.join(self.src, "mine"), *USER[:2])
+        runtime = os.path.join(self.tmp, "run")  # where the user's stats socket goes
+        os.mkdir(runtime, 0o700)
+        os.chown(runtime, *USER[:2])
+        env = dict(os.environ, XDG_RUNTIME_DIR=runtime)
+
+        def read_and_report():
+            with open(os.path.join(self.mnt, "mine"), "rb") as f:
+                same = f.read() == data
+            r = subprocess.run([harness.ARGS.binary, "stats", "--json", self.mnt], capture_output=True, text=True,
+                               env=env)
+            if r.returncode != 0:
+                return False, r.stderr, r.stdout, False
+            m = json.loads(r.stdout)["mounts"][0]
+            return same, m["passthrough_state"], m["opens"], m["read"]["replies"] > 0
+        code, lines, (same, state, opens, served) = self.mount_as_user(env, read_and_report,
+                                                                       ("--passthrough", "auto"))
+        self.assertEqual((code, lines, same, served), (0, [], True, True), (state, opens))
+        self.assertIn(state, ("off: needs CAP_SYS_ADMIN", "off: the kernel does not offer it"))
+        self.assertEqual(opens["passthrough"], 0)
+        reason = "not_privileged" if state == "off: needs CAP_SYS_ADMIN" else "kernel_lacks_passthrough"
+        self.assertEqual(opens["data_path_reasons"][reason], 1)
 
     def test_stats_socket_directory_of_another_user_is_refused(self):
         # Without XDG_RUNTIME_DIR the sockets live in /tmp/splicefs-UID, a
