@@ -63,7 +63,10 @@ void fill_open_reply(Filesystem& fs, fuse_file_info* fi, util::Fd fd, int flags,
         return;
     }
     fi->direct_io = fs.opts.cache == CachePolicy::never || cannot_read;
-    fi->keep_cache = fs.opts.cache == CachePolicy::always;
+    // Cached pages survive the open; with auto the kernel drops them when
+    // it sees the source's mtime or size change (FUSE_CAP_AUTO_INVAL_DATA,
+    // at the latest one attribute timeout after the change).
+    fi->keep_cache = fs.opts.cache != CachePolicy::never;
 }
 
 void release_handle(Filesystem& fs, fuse_file_info* fi) {

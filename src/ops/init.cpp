@@ -43,6 +43,9 @@ void init(void* userdata, fuse_conn_info* conn) {
     // `.` and `..` answers for them: file handles of the mount work.
     if (conn->capable & FUSE_CAP_EXPORT_SUPPORT) conn->want |= FUSE_CAP_EXPORT_SUPPORT;
     if (conn->capable & FUSE_CAP_PARALLEL_DIROPS) conn->want |= FUSE_CAP_PARALLEL_DIROPS;
+    // Pages kept across opens (keep_cache) are dropped once the kernel sees
+    // the source's mtime or size change.
+    if (conn->capable & FUSE_CAP_AUTO_INVAL_DATA) conn->want |= FUSE_CAP_AUTO_INVAL_DATA;
     // max_pages follows max_write in libfuse; a kernel without FUSE_MAX_PAGES
     // stays at 32 pages.
     const auto page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """splicefs benchmark: everything measured in one run, variants interleaved,
 medians of ROUNDS rounds, every figure also as a ratio to native and to
-splicefs's own copy mode (--splice off) in the same configuration.
+splicefs's own copy mode (--splice off) in the same configuration. The
+"passthrough" variant is --splice read --passthrough auto (the kernel
+serves open files itself where it may).
 
     sudo tests/bench/bench.py --binary build/splicefs [--size-gib 2] [--rounds 3]
 
@@ -23,6 +25,14 @@ import time
 MIB = 1 << 20
 GIB = 1 << 30
 MODES = ("off", "read", "write", "all")
+PASSTHROUGH = "passthrough"
+
+
+def variant_args(variant):
+    """splice mode and extra options of a benchmark variant."""
+    if variant == PASSTHROUGH:
+        return "read", ["--passthrough", "auto"]
+    return variant, []
 
 
 def clock_ticks_of(pid):
@@ -78,6 +88,23 @@ def timed_write(path, size, block):
     return size / elapsed
 
 
+def timed_random_reads(path, size, block, count):
+    """Reads per second of `count` reads of `block` bytes at random aligned
+    offsets (through the page cache)."""
+    import random
+    rng = random.Random(1)
+    offsets = [rng.randrange(size // block) * block for _ in range(count)]
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        start = time.monotonic()
+        for off in offsets:
+            os.pread(fd, block, off)
+        elapsed = time.monotonic() - start
+    finally:
+        os.close(fd)
+    return count / elapsed
+
+
 def timed_files(directory, count):
     start = time.monotonic()
     names = [os.path.join(directory, f"f{i}") for i in range(count)]
@@ -91,8 +118,9 @@ def timed_files(directory, count):
 
 
 class Mounted:
-    def __init__(self, binary, source, mountpoint, mode, extra):
-        self.cmd = [binary, "--splice", mode, *extra, source, mountpoint]
+    def __init__(self, binary, source, mountpoint, variant, extra):
+        mode, own = variant_args(variant)
+        self.cmd = [binary, "--splice", mode, *own, *extra, source, mountpoint]
         self.mountpoint = mountpoint
 
     def __enter__(self):
@@ -131,7 +159,7 @@ def main():
         for _ in range(size // MIB):
             f.write(chunk)
 
-    modes = ("off", "read") if args.quick else MODES
+    modes = (("off", "read") if args.quick else MODES) + (PASSTHROUGH,)
     blocks = (MIB,) if args.quick else (MIB, 128 * 1024)
     read_configs = [(cache, block, readers) for cache in ("auto", "never") for block in blocks for readers in (1, 2)]
     results = {}  # key -> list of (throughput, cpu s/GiB)
@@ -167,6 +195,21 @@ def main():
                     rate = timed_write(os.path.join(mnt, "w"), wsize, MIB)
                     cpu = (clock_ticks_of(m.pid) - before) / hz / (wsize / GIB)
                 record(("write", mode, "auto", MIB, 1), rate, cpu)
+            # 4 KiB random reads through the page cache, file cached natively.
+            rsize = min(size, GIB)
+            timed_random_reads(data, rsize, 4096, 1000)
+            record(("random", "native", "auto", 4096, 1), timed_random_reads(data, rsize, 4096, 20000))
+            for variant in ("read", PASSTHROUGH):
+                with Mounted(args.binary, src, mnt, variant, []):
+                    record(("random", variant, "auto", 4096, 1),
+                           timed_random_reads(os.path.join(mnt, "data"), rsize, 4096, 20000))
+            # A second read of a file already read once through the mount.
+            timed_read(data, size, MIB, 1)
+            record(("reread", "native", "auto", MIB, 1), timed_read(data, size, MIB, 1))
+            for variant, cache in (("read", "auto"), ("read", "always"), (PASSTHROUGH, "auto")):
+                with Mounted(args.binary, src, mnt, variant, ["--cache", cache]):
+                    timed_read(os.path.join(mnt, "data"), size, MIB, 1)
+                    record(("reread", variant, cache, MIB, 1), timed_read(os.path.join(mnt, "data"), size, MIB, 1))
             files_dir = os.path.join(src, "files")
             os.mkdir(files_dir)
             record(("files", "native", "auto", 0, 1), timed_files(files_dir, 10000))
@@ -197,9 +240,23 @@ def main():
             for mode in modes:
                 rate, cpu = med((kind, mode, cache, block, readers))
                 cpu_text = f"{cpu:10.3f}" if cpu is not None else ""
-                ratio_cpu = f" ({cpu / copy_cpu:.2f}x copy CPU)" if copy_cpu and mode != "off" else ""
-                print(f"{label + ' splice=' + mode:<44} {rate / 1e9:7.2f} {rate / native:9.2f} "
+                ratio_cpu = (f" ({cpu / copy_cpu:.2f}x copy CPU)" if copy_cpu and mode not in ("off", PASSTHROUGH)
+                             else "")
+                name = " passthrough" if mode == PASSTHROUGH else " splice=" + mode
+                print(f"{label + name:<44} {rate / 1e9:7.2f} {rate / native:9.2f} "
                       f"{rate / copy_rate:7.2f} {cpu_text}{ratio_cpu}")
+    native_r, _ = med(("random", "native", "auto", 4096, 1))
+    print(f"{'read 4K random, page cache native':<44} {native_r / 1e3:7.1f}k/s {1:6.2f}")
+    for variant in ("read", PASSTHROUGH):
+        rate, _ = med(("random", variant, "auto", 4096, 1))
+        label = "splice=read" if variant == "read" else variant
+        print(f"{'read 4K random, page cache ' + label:<44} {rate / 1e3:7.1f}k/s {rate / native_r:6.2f}")
+    native_rr, _ = med(("reread", "native", "auto", MIB, 1))
+    print(f"{'re-read 1M x1 native':<44} {native_rr / 1e9:7.2f} {1:9.2f}")
+    for variant, cache in (("read", "auto"), ("read", "always"), (PASSTHROUGH, "auto")):
+        rate, _ = med(("reread", variant, cache, MIB, 1))
+        label = ("splice=read" if variant == "read" else variant) + f" cache={cache}"
+        print(f"{'re-read 1M x1 ' + label:<44} {rate / 1e9:7.2f} {rate / native_rr:9.2f}")
     native_t, _ = med(("files", "native", "auto", 0, 1))
     fuse_t, _ = med(("files", "read", "auto", 0, 1))
     print(f"{'10,000 files create+stat+unlink native':<44} {native_t:7.2f} s")

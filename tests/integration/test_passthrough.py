@@ -156,6 +156,37 @@ class Passthrough(MountedTestCase):
         self.assertNotIn("refused a backing file", self.mount.log)
 
 
+class CachedRereads(MountedTestCase):
+    """--cache auto on the data path: a file read twice without changes is
+    served the second time from the page cache; a change made directly on
+    the source shows within the attribute timeout (1 s)."""
+    mount_args = ("--passthrough", "off", "--cache", "auto")
+
+    def test_second_read_comes_from_the_page_cache_and_source_changes_show(self):
+        import time
+        p = os.path.join(self.src, "f")
+        write_file(p, b"a" * (4 * MIB))
+        with open(self.m("f"), "rb") as f:
+            self.assertEqual(f.read(), b"a" * (4 * MIB))
+        replies = self.mount.stats()["read"]["replies"]
+        self.assertGreater(replies, 0)
+        with open(self.m("f"), "rb") as f:
+            self.assertEqual(f.read(), b"a" * (4 * MIB))
+        self.assertEqual(self.mount.stats()["read"]["replies"], replies, "the re-read reached the daemon")
+        # Same size, new contents and mtime, written beside the mount.
+        with open(p, "r+b") as f:
+            f.write(b"b" * (4 * MIB))
+        os.utime(p, ns=(time.time_ns(), time.time_ns() + 10**9))
+        changed = time.monotonic()
+        while True:
+            with open(self.m("f"), "rb") as f:
+                if f.read(1) == b"b":
+                    break
+            self.assertLess(time.monotonic() - changed, 2.5, "a change on the source stayed hidden")
+        with open(self.m("f"), "rb") as f:
+            self.assertEqual(f.read(), b"b" * (4 * MIB))
+
+
 class Fallbacks(MountedTestCase):
     """Where passthrough cannot be had, opens use the data path and say why."""
 
