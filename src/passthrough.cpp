@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstddef>
 #include <cstring>
 #include <utility>
 
@@ -17,10 +18,10 @@ namespace splicefs {
 
 namespace {
 
-// Protocol 7.40 (Linux 6.9) definitions that Debian 12's linux-libc-dev (6.1)
-// lacks: INIT flags beyond 32 bits travel in flags2, the reply's
-// max_stack_depth is what 6.1 calls unused[0], and fuse_open_out's backing
-// id is what it calls padding.
+// Protocol 7.40 (Linux 6.9) definitions, our own: Debian 12's
+// linux-libc-dev (6.1) lacks them, and newer headers rename the fields
+// (padding became backing_id, unused[0] max_stack_depth). INIT flags beyond
+// 32 bits travel in flags2.
 constexpr uint64_t init_passthrough = uint64_t{1} << 37;
 constexpr uint64_t init_direct_io_allow_mmap = uint64_t{1} << 36;
 constexpr uint32_t flags2_of(uint64_t flag) {
@@ -30,6 +31,22 @@ constexpr uint32_t fopen_passthrough = 1U << 7;
 // The only open flags the kernel accepts next to FOPEN_PASSTHROUGH.
 constexpr uint32_t fopen_with_passthrough =
     FOPEN_DIRECT_IO | FOPEN_NOFLUSH | FOPEN_PARALLEL_DIRECT_WRITES;
+struct InitOut {
+    uint32_t major, minor, max_readahead, flags;
+    uint16_t max_background, congestion_threshold;
+    uint32_t max_write, time_gran;
+    uint16_t max_pages, map_alignment;
+    uint32_t flags2, max_stack_depth;
+    uint32_t unused[6];
+};
+static_assert(sizeof(InitOut) == sizeof(fuse_init_out));
+static_assert(offsetof(InitOut, flags2) == offsetof(fuse_init_out, flags2));
+struct OpenOut {
+    uint64_t fh;
+    uint32_t open_flags;
+    int32_t backing_id;
+};
+static_assert(sizeof(OpenOut) == sizeof(fuse_open_out));
 struct BackingMap {
     int32_t fd;
     uint32_t flags;
