@@ -440,8 +440,16 @@ std::string settle_limits(const Options& opts, Limits& limits) {
     limits.cache = to_string(opts.cache);
     limits.threads = opts.worker_threads();
     limits.max_reply_requested = opts.max_reply.value_or(0);
+    // Replies under two pages are never spliced (CopyReason::small): such a
+    // size would make every reply a copy.
+    if (opts.max_reply && *opts.max_reply < 2 * page_size)
+        return "--max-reply " + util::exact_size(*opts.max_reply) + " is under two pages (" +
+               util::exact_size(2 * page_size) + "), where every reply would be copied";
     uint64_t wanted =
         opts.max_reply ? (*opts.max_reply + page_size - 1) / page_size * page_size : largest;
+    if (opts.max_reply && wanted != *opts.max_reply)
+        limits.rounding = "--max-reply " + util::exact_size(*opts.max_reply) +
+                          " rounded up to whole pages: " + util::exact_size(wanted);
     if (wanted > largest)
         return "--max-reply " + util::exact_size(*opts.max_reply) +
                " is larger than FUSE allows here (" + util::exact_size(largest) +

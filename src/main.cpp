@@ -2,6 +2,7 @@
 // running mounts (`splicefs stats`).
 #include "mount.hpp"
 #include "options.hpp"
+#include "remount.hpp"
 #include "stats_command.hpp"
 
 #include <cstdio>
@@ -58,5 +59,6 @@ int main(int argc, char** argv) {
     case splicefs::ParseStatus::ok:
         break;
     }
+    if (parsed.options.remount) return splicefs::remount(parsed.options);
     return splicefs::run_mount(std::move(parsed.options));
 }

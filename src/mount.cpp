@@ -4,6 +4,8 @@
 // until the kernel has initialized the mount, then report success.
 #include "mount.hpp"
 
+#include "remount.hpp"
+
 #include "data_path.hpp"
 #include "filesystem.hpp"
 #include "log.hpp"
@@ -112,10 +114,9 @@ std::optional<SingleFile> describe_single_file(Options& opts, const struct stat&
         if (ioctl(dev.get(), BLKROGET, &read_only) == 0 && read_only) writable = false;
         file.device_size = size;
     }
-    if (!writable && !opts.read_only) {
+    if (!writable && !opts.flags.read_only) {
         spdlog::info("{} is not writable: mounting read-only", opts.source);
-        opts.read_only = true;
-        opts.fuse_options.emplace_back("ro");
+        opts.flags.read_only = true;
     }
     return file;
 }
@@ -135,6 +136,8 @@ std::string libfuse_mount_options(const Options& opts, const Limits& limits) {
         "fsname=" + escape_option(opts.fsname.empty() ? opts.source : opts.fsname) +
         ",subtype=" + escape_option(opts.subtype.empty() ? "splicefs" : opts.subtype) +
         ",max_read=" + std::to_string(limits.max_read);
+    for (const auto& option : opts.flags.libfuse_options())
+        list += "," + option;
     for (const auto& option : opts.fuse_options)
         list += "," + option;
     // Without default_permissions every user of an allow_other mount would
@@ -290,6 +293,11 @@ int run_mount(Options opts) {
         std::fprintf(stderr, "splicefs: %s\n", error->message.c_str());
         return error->code;
     }
+    if (opts.flags.atime_needs_remount() && geteuid() != 0) {
+        std::fprintf(stderr, "splicefs: -o strictatime, norelatime and nodiratime need a mount by "
+                             "root (libfuse and fusermount3 cannot set them)\n");
+        return exit_code::usage;
+    }
     util::Fd source_fd(::open(opts.source.c_str(), O_PATH | O_CLOEXEC));
     struct stat source_st {};
     if (!source_fd || fstat(source_fd.get(), &source_st) < 0) {
@@ -336,6 +344,7 @@ int run_mount(Options opts) {
         return exit_code::usage;
     }
     const Limits& limits = fs->stats.limits;
+    if (!limits.rounding.empty()) spdlog::warn("{}", limits.rounding);
     if (!limits.clamp_reason.empty()) {
         const std::string line =
             "max reply " + util::exact_size(limits.max_reply) + " instead of " +
@@ -458,6 +467,16 @@ int run_mount(Options opts) {
         fuse_session_unmount(session);
         fuse_session_destroy(session);
         return exit_code::mount_failed;
+    }
+    if (opts.flags.atime_needs_remount()) {
+        if (std::string error = set_atime_flags(opts.mountpoint, opts.flags); !error.empty()) {
+            reporter.report(exit_code::mount_failed, "setting the atime flags: " + error);
+            detach(opts.mountpoint);
+            workers.join();
+            fuse_session_unmount(session);
+            fuse_session_destroy(session);
+            return exit_code::mount_failed;
+        }
     }
     fs->stats.limits.readahead = set_readahead(opts.mountpoint, limits.max_reply);
     if (std::string error = stats_server.start(root_st.st_dev); !error.empty())

@@ -53,12 +53,8 @@ namespace {
 constexpr unsigned max_threads = 1024;
 
 // Options libfuse's mount understands and that splicefs passes on as they are.
-constexpr std::array<const char*, 20> fuse_flag_options{
-    "allow_other", "allow_root", "auto_unmount", "default_permissions",
-    "ro",          "rw",         "dev",          "nodev",
-    "suid",        "nosuid",     "exec",         "noexec",
-    "async",       "sync",       "dirsync",      "atime",
-    "noatime",     "relatime",   "nodiratime",   "strictatime"};
+constexpr std::array<const char*, 4> fuse_flag_options{"allow_other", "allow_root", "auto_unmount",
+                                                       "default_permissions"};
 
 // Options that only mean something to mount(8), fstab or systemd: accepted and
 // dropped, as sshfs does.
@@ -148,7 +144,9 @@ Expanded expand_o_options(const std::vector<std::string>& args) {
                     return false;
                 }
                 out.argv.push_back("--" + name + (has_value ? "=" + value : ""));
-            } else if (is_one_of(key, fuse_flag_options) && !has_value) {
+            } else if ((is_one_of(key, fuse_flag_options) || MountFlags{}.apply(key) ||
+                        key == "remount") &&
+                       !has_value) {
                 out.fuse_options.push_back(key);
             } else if ((key == "fsname" || key == "subtype" || key == "max_read") && has_value) {
                 if (key == "max_read") {
@@ -359,15 +357,24 @@ ParseResult parse_mount_args(const std::vector<std::string>& args) {
     if (o.source.empty() || o.mountpoint.empty())
         return fail(o.source.empty() ? "SOURCE is empty" : "MOUNTPOINT is empty");
 
+    for (const auto& arg : expanded.argv) {
+        if (arg.rfind("--", 0) == 0 && arg.size() > 2)
+            o.given.push_back(arg.substr(
+                2, arg.find('=') == std::string::npos ? std::string::npos : arg.find('=') - 2));
+    }
     for (const auto& opt : expanded.fuse_options) {
+        if (o.flags.apply(opt)) { // passed to libfuse once resolved
+            o.flag_options.push_back(opt);
+            continue;
+        }
+        if (opt == "remount") {
+            o.remount = true;
+            continue;
+        }
         if (opt == "allow_other")
             o.allow_other = true;
         else if (opt == "default_permissions")
             o.default_permissions = true;
-        else if (opt == "ro")
-            o.read_only = true;
-        else if (opt == "rw")
-            o.read_only = false;
         else if (opt == "auto_unmount")
             o.auto_unmount = true;
         else if (opt.rfind("fsname=", 0) == 0) {
@@ -377,9 +384,46 @@ ParseResult parse_mount_args(const std::vector<std::string>& args) {
             o.subtype = opt.substr(8);
             continue;
         }
-        if (opt != "rw") o.fuse_options.push_back(opt);
+        o.fuse_options.push_back(opt);
     }
     return result;
+}
+
+bool MountFlags::apply(const std::string& name) {
+    if (name == "ro" || name == "rw")
+        read_only = name == "ro";
+    else if (name == "suid" || name == "nosuid")
+        nosuid = name == "nosuid";
+    else if (name == "dev" || name == "nodev")
+        nodev = name == "nodev";
+    else if (name == "exec" || name == "noexec")
+        noexec = name == "noexec";
+    else if (name == "sync" || name == "async")
+        sync = name == "sync";
+    else if (name == "dirsync")
+        dirsync = true;
+    else if (name == "atime" || name == "relatime" || name == "nostrictatime")
+        atime = Atime::relatime;
+    else if (name == "noatime")
+        atime = Atime::noatime;
+    else if (name == "strictatime" || name == "norelatime")
+        atime = Atime::strictatime;
+    else if (name == "diratime" || name == "nodiratime")
+        nodiratime = name == "nodiratime";
+    else
+        return false;
+    return true;
+}
+
+std::vector<std::string> MountFlags::libfuse_options() const {
+    std::vector<std::string> out{read_only ? "ro" : "rw"};
+    if (nosuid) out.emplace_back(*nosuid ? "nosuid" : "suid");
+    if (nodev) out.emplace_back(*nodev ? "nodev" : "dev");
+    out.emplace_back(noexec ? "noexec" : "exec");
+    out.emplace_back(sync ? "sync" : "async");
+    if (dirsync) out.emplace_back("dirsync");
+    if (atime == Atime::noatime) out.emplace_back("noatime");
+    return out;
 }
 
 } // namespace splicefs

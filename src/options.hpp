@@ -26,6 +26,26 @@ constexpr int stats_failed = 4;  // `stats`: a path was no splicefs mount or did
 constexpr int mount_failed = 32; // SOURCE, MOUNTPOINT or FUSE unusable; nothing mounted
 } // namespace exit_code
 
+// The mount flags of mount(8)'s vocabulary, each pair resolved as mount(8)
+// does: the last one given wins (fstab defaults, then the user's options).
+struct MountFlags {
+    enum class Atime { relatime, noatime, strictatime }; // relatime: the kernel's default
+    bool read_only = false;
+    // Unset: libfuse's default (nosuid and nodev for a root mount).
+    std::optional<bool> nosuid, nodev;
+    bool noexec = false, sync = false, dirsync = false;
+    Atime atime = Atime::relatime;
+    bool nodiratime = false;
+    // Applies one flag option ("ro", "nosuid", "strictatime", ...); false if
+    // `name` is none.
+    bool apply(const std::string& name);
+    // Those libfuse 3.14 knows, for its mount option list.
+    std::vector<std::string> libfuse_options() const;
+    // Whether the atime flags need a change after mounting (libfuse 3.14
+    // knows only noatime).
+    bool atime_needs_remount() const { return atime == Atime::strictatime || nodiratime; }
+};
+
 struct Options {
     std::string source;
     std::string mountpoint;
@@ -45,8 +65,13 @@ struct Options {
     std::vector<std::string> fuse_options;
     bool allow_other = false;
     bool default_permissions = false;
-    bool read_only = false;
+    MountFlags flags;
     bool auto_unmount = false;
+    bool remount = false; // -o remount: change the flags of the mount at MOUNTPOINT
+    // The flag options as given, in order, and the long options given
+    // (without dashes): what a remount is asked to change.
+    std::vector<std::string> flag_options;
+    std::vector<std::string> given;
     std::string fsname;  // defaults to the absolute SOURCE
     std::string subtype; // defaults to "splicefs"
 

@@ -78,6 +78,7 @@ struct Limits {
     uint64_t pipe_size = 0;   // bytes per worker pipe
     uint64_t readahead = 0;   // bytes, of the mount's bdi
     std::string clamp_reason; // why max_reply is below what was asked, or empty
+    std::string rounding;     // how a --max-reply that was not whole pages was rounded, or empty
     std::string cache;
     unsigned threads = 0;
     uint64_t fd_limit = 0; // RLIMIT_NOFILE in force

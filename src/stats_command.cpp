@@ -379,6 +379,15 @@ enum class Format { human, json, prometheus };
 
 } // namespace
 
+std::optional<Report> ask_daemon(const std::string& mountpoint, std::string& error) {
+    const auto mount = util::find_mount(mountpoint);
+    if (!mount || mount->fstype.rfind("fuse", 0) != 0) {
+        error = "not a FUSE mount";
+        return std::nullopt;
+    }
+    return fetch(*mount, error);
+}
+
 int run_stats(const std::vector<std::string>& args) {
     CLI::App app{"Report the zero-copy hit rates of running splicefs mounts", "splicefs stats"};
     bool json = false;

@@ -141,7 +141,11 @@ void opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     }
     const PathFd path = path_fd_or_reply(req, fs.inodes.get(ino));
     if (!path) return;
-    const int fd = openat(path.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    // noatime: listing through the mount leaves the source's atime alone.
+    const int noatime = fs.opts.flags.atime == MountFlags::Atime::noatime ? O_NOATIME : 0;
+    int fd = openat(path.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC | noatime);
+    if (fd < 0 && errno == EPERM && noatime)
+        fd = openat(path.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0) {
         fuse_reply_err(req, errno);
         return;

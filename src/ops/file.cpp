@@ -24,7 +24,17 @@ int source_open_flags(const Filesystem& fs, int flags) {
         if ((flags & O_ACCMODE) == O_WRONLY) flags = (flags & ~O_ACCMODE) | O_RDWR;
         flags &= ~O_APPEND;
     }
+    // noatime: reading through the mount must not update the source's
+    // access times either (O_NOATIME; refused with EPERM unless the daemon
+    // owns the file or has CAP_FOWNER: then opened without it).
+    if (fs.opts.flags.atime == MountFlags::Atime::noatime) flags |= O_NOATIME;
     return flags | O_CLOEXEC;
+}
+
+// An open that O_NOATIME made fail: the daemon may not keep this file's
+// access time, so it opens without.
+bool noatime_refused(int flags, int err) {
+    return err == EPERM && (flags & O_NOATIME);
 }
 
 // A write-only open that source_open_flags() widened to read-write, which
@@ -85,6 +95,10 @@ void open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     if (!path) return;
     int flags = source_open_flags(fs, fi->flags);
     util::Fd fd(::open(path.proc_path().c_str(), flags));
+    if (!fd && noatime_refused(flags, errno)) {
+        flags &= ~O_NOATIME;
+        fd.reset(::open(path.proc_path().c_str(), flags));
+    }
     if (!fd && widened_open_refused(fi, flags, errno)) {
         flags = write_only(flags);
         fd.reset(::open(path.proc_path().c_str(), flags));

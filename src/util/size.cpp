@@ -58,7 +58,7 @@ std::optional<uint64_t> parse_size(std::string_view text, std::string* error) {
     if (!suffix.empty() && (suffix[0] == '.' || suffix[0] == ','))
         return fail("size '" + std::string(text) + "' must be a whole number of bytes");
     const auto shift = suffix_shift(suffix);
-    if (!shift) return fail("'" + std::string(text) + "' has an unknown unit (use K, M or G)");
+    if (!shift) return fail("'" + std::string(text) + "' has an unknown unit (use K, M, G or T)");
     if (*shift > 0 && value > (UINT64_MAX >> *shift))
         return fail("size '" + std::string(text) + "' is too large");
     value <<= *shift;

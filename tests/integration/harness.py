@@ -191,7 +191,7 @@ class Mount:
         # policy the test run is for.
         if "--cache" not in self.extra:
             self.extra = ["--cache", cache if cache is not None else ARGS.cache, *self.extra]
-        if "--passthrough" not in self.extra:
+        if "--passthrough" not in self.extra and ARGS.passthrough != "off":  # off: the default
             self.extra = ["--passthrough", ARGS.passthrough, *self.extra]
         self.env = env
         self.proc = None

@@ -94,6 +94,30 @@ class Fstab(unittest.TestCase):
             self.assertEqual(count, 1, m)
         self.assertEqual(self.splice_mode_of(c), "off")
 
+    def test_atime_flags_and_remount_through_mount8(self):
+        a, b = self.mountpoint("atime-a"), self.mountpoint("atime-b")
+        tab = self.fstab([
+            f"{self.src} {a} fuse.splicefs relatime,nodiratime,nofail 0 0",
+            f"{self.src} {b} splicefs strictatime,ro 0 0",
+        ])
+        for m in (a, b):
+            r = sh("mount", "-T", tab, m, check=False)
+            self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertTrue({"relatime", "nodiratime"} <= set(mount_entry(a)["options"].split(",")))
+        b_options = set(mount_entry(b)["options"].split(","))
+        self.assertTrue("ro" in b_options and not {"relatime", "noatime"} & b_options, b_options)
+        # mount(8) runs the helper for a remount, with the fstab line's
+        # options and the new ones; the last of ro/rw wins.
+        for m, flag in ((a, "ro"), (a, "rw"), (b, "rw")):
+            r = sh("mount", "-T", tab, "-o", f"remount,{flag}", m, check=False)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertIn(flag, mount_entry(m)["options"].split(","))
+        with open(os.path.join(b, "written"), "w") as f:
+            f.write("rw again\n")
+        r = sh("mount", "-T", tab, "-o", "remount,splice=off", a, check=False)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("splice is read, not off", r.stderr)
+
     def test_mount_fuse3_directly(self):
         m = self.mountpoint("d")
         r = sh("mount.fuse3", f"splicefs#{self.src}", m, "-o", "splice=read,nofail", check=False)

@@ -28,7 +28,37 @@ TEST(Options, MountFuse3Order) {
     EXPECT_EQ(r.options.splice, SpliceMode::all);
     EXPECT_EQ(r.options.max_reply, 512U * 1024);
     EXPECT_TRUE(r.options.allow_other);
-    EXPECT_EQ(r.options.fuse_options, (std::vector<std::string>{"allow_other", "dev", "suid"}));
+    EXPECT_EQ(r.options.fuse_options, (std::vector<std::string>{"allow_other"}));
+    EXPECT_EQ(r.options.flags.libfuse_options(),
+              (std::vector<std::string>{"rw", "suid", "dev", "exec", "async"}));
+}
+
+// mount(8): of two opposite flags the last one wins (fstab defaults, then
+// the user's, then `mount -o remount,...`).
+TEST(Options, TheLastOfTwoOppositeFlagsWins) {
+    struct Case {
+        const char* list;
+        std::vector<std::string> libfuse;
+    };
+    for (const auto& [list, libfuse] : std::vector<Case>{
+             {"ro,rw", {"rw", "exec", "async"}},
+             {"rw,ro", {"ro", "exec", "async"}},
+             {"nosuid,suid,dev,nodev", {"rw", "suid", "nodev", "exec", "async"}},
+             {"noexec,exec,sync,async", {"rw", "exec", "async"}},
+             {"exec,noexec,async,sync", {"rw", "noexec", "sync"}},
+             {"noatime,atime", {"rw", "exec", "async"}},
+             {"strictatime,noatime", {"rw", "exec", "async", "noatime"}},
+             {"noatime,relatime", {"rw", "exec", "async"}},
+         }) {
+        auto r = parse({"/src", "/mnt", "-o", list});
+        ASSERT_EQ(r.status, ParseStatus::ok) << list << ": " << r.message;
+        EXPECT_EQ(r.options.flags.libfuse_options(), libfuse) << list;
+    }
+    auto r = parse({"/src", "/mnt", "-o", "noatime,strictatime,nodiratime,diratime,nodiratime"});
+    ASSERT_EQ(r.status, ParseStatus::ok) << r.message;
+    EXPECT_EQ(r.options.flags.atime, MountFlags::Atime::strictatime);
+    EXPECT_TRUE(r.options.flags.nodiratime);
+    EXPECT_TRUE(r.options.flags.atime_needs_remount());
 }
 
 TEST(Options, OptionsBeforeBetweenAndAfterPositionals) {
