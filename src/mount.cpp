@@ -79,6 +79,14 @@ std::optional<MountError> check_paths(Options& opts) {
                                    ? " (a file can only be the mountpoint of a single-file SOURCE)"
                                    : "")};
     opts.mountpoint = absolute(opts.mountpoint);
+    // The daemon would reach its own mount through SOURCE: lookups loop
+    // (ELOOP), and files it holds there keep the mount busy for ever.
+    if (S_ISDIR(st.st_mode) &&
+        (opts.mountpoint == opts.source || opts.mountpoint.rfind(opts.source + "/", 0) == 0 ||
+         opts.source == "/"))
+        return MountError{exit_code::mount_failed, "mountpoint '" + opts.mountpoint +
+                                                       "' is inside source '" + opts.source +
+                                                       "': the mount would contain itself"};
     if (auto existing = util::find_mount(opts.mountpoint);
         existing && existing->fstype == "fuse.splicefs")
         return MountError{exit_code::mount_failed, "mountpoint '" + opts.mountpoint +
@@ -109,6 +117,13 @@ std::optional<SingleFile> describe_single_file(Options& opts, const struct stat&
         if (!dev || ioctl(dev.get(), BLKGETSIZE64, &size) < 0) {
             std::fprintf(stderr, "splicefs: source '%s': cannot read the device size: %s\n",
                          opts.source.c_str(), std::strerror(errno));
+            return std::nullopt;
+        }
+        if (size == 0) {
+            std::fprintf(stderr,
+                         "splicefs: source '%s' is a block device of size 0 (a loop device "
+                         "with no file attached?)\n",
+                         opts.source.c_str());
             return std::nullopt;
         }
         if (ioctl(dev.get(), BLKROGET, &read_only) == 0 && read_only) writable = false;
@@ -161,6 +176,15 @@ uint64_t set_readahead(const std::string& mountpoint, uint64_t bytes) {
     uint64_t kb = 0;
     in >> kb;
     return kb * 1024;
+}
+
+// Aborts the FUSE connection of the mount with device `dev` through fusectl:
+// every request fails and the workers see ENODEV.
+bool abort_connection(dev_t dev) {
+    std::ofstream abort("/sys/fs/fuse/connections/" + std::to_string(minor(dev)) + "/abort");
+    abort << "1";
+    abort.flush();
+    return abort.good();
 }
 
 // Lazily detaches the mount; the kernel then ends the connection once no file
@@ -492,7 +516,19 @@ int run_mount(Options opts) {
         if (poll(fds, 2, -1) < 0) continue;
         if (fds[0].revents & POLLIN) {
             signalfd_siginfo info{};
-            if (::read(signal_fd.get(), &info, sizeof info) == sizeof info && !detached) {
+            if (::read(signal_fd.get(), &info, sizeof info) != sizeof info) continue;
+            if (detached) {
+                // Files still open keep a lazily unmounted connection alive
+                // (even the daemon's own, had it reached its mount): a
+                // second signal ends it.
+                spdlog::info("signal {} again: ending the connection of {}; files still open "
+                             "there fail with ENOTCONN",
+                             info.ssi_signo, opts.mountpoint);
+                if (!abort_connection(root_st.st_dev)) {
+                    spdlog::shutdown();
+                    std::_Exit(exit_code::ok); // closing /dev/fuse aborts the connection
+                }
+            } else {
                 spdlog::info("signal {}: unmounting {}", info.ssi_signo, opts.mountpoint);
                 detach(opts.mountpoint);
                 detached = true;

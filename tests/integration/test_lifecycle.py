@@ -154,6 +154,45 @@ class Lifecycle(unittest.TestCase):
                     self.assertEqual(m.wait(), 0, m.log)
                     self.assertFalse(is_mounted(self.mnt))
 
+    def test_mountpoint_inside_its_source_is_refused(self):
+        sub = os.path.join(self.src, "sub")
+        os.mkdir(sub)
+        for mountpoint in (sub, self.src):
+            r = run(self.src, mountpoint)
+            self.assertEqual(r.returncode, 32, r.stderr)
+            self.assertEqual(len(r.stderr.strip().splitlines()), 1, r.stderr)
+            self.assertIn("is inside source", r.stderr)
+            self.assertFalse(is_mounted(mountpoint))
+
+    def test_second_sigterm_ends_a_daemon_whose_mount_stays_busy(self):
+        # A file held open keeps a lazily unmounted connection alive: the
+        # daemon waits for it. A second SIGTERM ends it anyway.
+        with Mount(self.src, self.mnt) as m:
+            held = open(os.path.join(self.mnt, "hello"))
+            try:
+                os.kill(m.pid, signal.SIGTERM)
+                harness.wait_until(lambda: not is_mounted(self.mnt), 10, "the lazy unmount")
+                self.assertIsNone(m.proc.poll(), "the daemon left while a file was open")
+                self.assertEqual(held.read(), "hello\n")
+                os.kill(m.pid, signal.SIGTERM)
+                self.assertEqual(m.wait(), 0, m.log)
+                # Its data may still be in the page cache; what needs the daemon fails.
+                with self.assertRaises(OSError) as ctx:
+                    os.fstatvfs(held.fileno())
+                self.assertEqual(ctx.exception.errno, 107)  # ENOTCONN
+            finally:
+                try:
+                    held.close()
+                except OSError:
+                    pass
+
+    def test_block_device_of_size_zero_is_refused(self):
+        r = subprocess.run(["losetup", "-f"], capture_output=True, text=True)
+        device = r.stdout.strip()
+        if r.returncode != 0 or not device:
+            self.skipTest("no free loop device")
+        self.assert_one_line_error(run(device, self.mnt), 32, device, "size 0")
+
     def test_fusermount_u_exits_zero(self):
         with Mount(self.src, self.mnt) as m:
             self.assertEqual(m.unmount(), 0, m.log)
