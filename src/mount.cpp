@@ -13,6 +13,7 @@
 #include "util/mountinfo.hpp"
 #include "util/size.hpp"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <linux/fs.h>
 #include <poll.h>
@@ -307,10 +308,31 @@ void redirect_stdio_to_null() {
 
 } // namespace
 
+// A daemon keeps none of the descriptors it was started with (daemon(7)):
+// one inherited from a script (a flock(1) lock, a pipe) would otherwise stay
+// held for the mount's life. Standard input, output and error stay (they
+// go to /dev/null once mounted), as does a /dev/fd/N that names SOURCE or
+// MOUNTPOINT (mount.fuse3 can pass an open /dev/fuse that way).
+void close_inherited_fds(const Options& opts) {
+    std::vector<int> inherited;
+    if (DIR* dir = opendir("/proc/self/fd")) {
+        while (const dirent* entry = readdir(dir)) {
+            const int fd = std::atoi(entry->d_name);
+            if (fd > 2 && fd != dirfd(dir)) inherited.push_back(fd);
+        }
+        closedir(dir);
+    }
+    for (const int fd : inherited) {
+        const std::string name = "/dev/fd/" + std::to_string(fd);
+        if (opts.source != name && opts.mountpoint != name) ::close(fd);
+    }
+}
+
 int run_mount(Options opts) {
     // The kernel has applied the caller's umask already, or leaves it to
     // CallerUmask (POSIX ACLs).
     umask(0);
+    if (!opts.foreground) close_inherited_fds(opts);
     log_to_stderr(opts.log_level);
 
     if (auto error = check_paths(opts)) {

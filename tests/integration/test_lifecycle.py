@@ -186,6 +186,32 @@ class Lifecycle(unittest.TestCase):
                 except OSError:
                     pass
 
+    def test_daemon_keeps_no_inherited_descriptor(self):
+        # Started under flock(1) by a script: the daemon must not hold the
+        # lock (or anything else it inherited) for the mount's life.
+        import fcntl
+        import json
+        lock = os.path.join(self.tmp, "lock")
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            r = run(self.src, self.mnt, pass_fds=(fd,))
+        finally:
+            os.close(fd)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        try:
+            pid = json.loads(run("stats", "--json", self.mnt).stdout)["mounts"][0]["pid"]
+            held = [os.readlink(f"/proc/{pid}/fd/{n}") for n in os.listdir(f"/proc/{pid}/fd")]
+            self.assertNotIn(lock, held)
+            again = os.open(lock, os.O_RDWR)
+            try:
+                fcntl.flock(again, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError if still held
+            finally:
+                os.close(again)
+        finally:
+            subprocess.run(["fusermount3", "-u", self.mnt])
+            harness.wait_until(lambda: not os.path.exists(f"/proc/{pid}"), 30, "the daemon to exit")
+
     def test_block_device_of_size_zero_is_refused(self):
         r = subprocess.run(["losetup", "-f"], capture_output=True, text=True)
         device = r.stdout.strip()
