@@ -9,6 +9,7 @@
 #include "data_path.hpp"
 #include "filesystem.hpp"
 #include "log.hpp"
+#include "stats_command.hpp"
 #include "stats_server.hpp"
 #include "util/mountinfo.hpp"
 #include "util/size.hpp"
@@ -72,7 +73,12 @@ std::optional<MountError> check_paths(Options& opts) {
     struct stat mst {};
     if (stat(opts.mountpoint.c_str(), &mst) < 0)
         return MountError{exit_code::mount_failed,
-                          "mountpoint '" + opts.mountpoint + "': " + describe_errno(errno)};
+                          "mountpoint '" + opts.mountpoint + "': " + describe_errno(errno) +
+                              (errno == ENOTCONN
+                                   ? " (a FUSE mount whose daemon is gone: unmount it with "
+                                     "'fusermount3 -u " +
+                                         opts.mountpoint + "')"
+                                   : "")};
     if (!S_ISDIR(mst.st_mode) && !(S_ISREG(mst.st_mode) && !S_ISDIR(st.st_mode)))
         return MountError{exit_code::mount_failed,
                           "mountpoint '" + opts.mountpoint + "' is not a directory" +
@@ -89,10 +95,17 @@ std::optional<MountError> check_paths(Options& opts) {
                                                        "' is inside source '" + opts.source +
                                                        "': the mount would contain itself"};
     if (auto existing = util::find_mount(opts.mountpoint);
-        existing && existing->fstype == "fuse.splicefs")
-        return MountError{exit_code::mount_failed, "mountpoint '" + opts.mountpoint +
-                                                       "' is already a splicefs mount (of " +
-                                                       existing->source + ")"};
+        existing && existing->fstype == "fuse.splicefs") {
+        std::string why;
+        const bool gone =
+            !ask_daemon(opts.mountpoint, why) && why.find("daemon is gone") != std::string::npos;
+        return MountError{exit_code::mount_failed,
+                          "mountpoint '" + opts.mountpoint + "' is already a splicefs mount (of " +
+                              existing->source + ")" +
+                              (gone ? " whose daemon is gone: unmount it with 'fusermount3 -u " +
+                                          opts.mountpoint + "'"
+                                    : "")};
+    }
     if (access("/dev/fuse", R_OK | W_OK) < 0)
         return MountError{exit_code::mount_failed,
                           "cannot use /dev/fuse: " + describe_errno(errno)};

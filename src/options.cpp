@@ -5,6 +5,8 @@
 #include "version.hpp"
 
 #include <CLI/CLI.hpp>
+#include <fuse_lowlevel.h>
+#include <linux/fuse.h>
 
 #include <algorithm>
 #include <array>
@@ -189,6 +191,67 @@ Expanded expand_o_options(const std::vector<std::string>& args) {
     return out;
 }
 
+size_t edit_distance(const std::string& a, const std::string& b) {
+    std::vector<size_t> row(b.size() + 1);
+    for (size_t j = 0; j <= b.size(); ++j)
+        row[j] = j;
+    for (size_t i = 1; i <= a.size(); ++i) {
+        size_t diagonal = row[0];
+        row[0] = i;
+        for (size_t j = 1; j <= b.size(); ++j) {
+            const size_t above = row[j];
+            row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] != b[j - 1])});
+            diagonal = above;
+        }
+    }
+    return row[b.size()];
+}
+
+// An option nobody defined: named, with the long option it most likely
+// meant when one is close.
+std::string unknown_option(const std::string& arg) {
+    const std::string name = arg.substr(0, arg.find('='));
+    std::string best;
+    size_t best_distance = 3; // at most two edits away
+    if (name.rfind("--", 0) == 0) {
+        for (const auto& spec : mount_long_options) {
+            const size_t d = edit_distance(name.substr(2), spec.name);
+            if (d < best_distance) {
+                best_distance = d;
+                best = spec.name;
+            }
+        }
+    }
+    return "unknown option '" + name + "'" +
+           (best.empty() ? "" : " (did you mean --" + best + "?)") + "; see splicefs --help";
+}
+
+// The first argument that is no option of the mount form, or empty.
+std::string first_unknown_option(const std::vector<std::string>& argv) {
+    static constexpr std::array<const char*, 6> short_options{"-h", "-V", "-f", "-d", "-s", "-o"};
+    for (size_t i = 1; i < argv.size(); ++i) {
+        const std::string& arg = argv[i];
+        if (arg == "--") break;
+        if (arg.rfind("--", 0) == 0) {
+            const std::string name = arg.substr(2, arg.find('=') - 2);
+            const auto spec = std::find_if(mount_long_options.begin(), mount_long_options.end(),
+                                           [&](const OptionSpec& s) { return name == s.name; });
+            if (spec == mount_long_options.end() && name != "version") return arg;
+            // Its value is the next argument, whatever it looks like (-1).
+            if (spec != mount_long_options.end() && spec->takes_value &&
+                arg.find('=') == std::string::npos)
+                ++i;
+        } else if (arg.size() > 1 && arg[0] == '-') {
+            // Short flags may be bundled (-fd).
+            for (size_t c = 1; c < arg.size(); ++c) {
+                const std::string flag = std::string("-") + arg[c];
+                if (!is_one_of(flag, short_options)) return flag;
+            }
+        }
+    }
+    return {};
+}
+
 template <typename Enum, size_t N>
 bool parse_enum(const std::string& text, const std::array<std::pair<const char*, Enum>, N>& names,
                 Enum& out) {
@@ -235,6 +298,23 @@ Exit status: 0 success, 1 usage error, 2 daemon failure after mounting,
 )";
 }
 
+// CLI11's help with our usage line: the positionals are SOURCE and
+// MOUNTPOINT, not the option library's name for them.
+std::string help_text(std::string help) {
+    const auto usage = help.find("Usage: ");
+    const auto usage_end = help.find('\n', usage);
+    if (usage != std::string::npos && usage_end != std::string::npos)
+        help.replace(usage, usage_end - usage,
+                     "Usage: splicefs [OPTIONS] SOURCE MOUNTPOINT [-o OPT[,OPT...]]");
+    const auto positionals = help.find("Positionals:");
+    const auto options = help.find("Options:");
+    if (positionals != std::string::npos && options != std::string::npos && options > positionals)
+        help.replace(positionals, options - positionals,
+                     "SOURCE is a directory, a block device or a disk image; MOUNTPOINT a "
+                     "directory\n(or a file, for a single-file SOURCE).\n\n");
+    return help;
+}
+
 } // namespace
 
 std::vector<std::string> long_option_names() {
@@ -256,6 +336,8 @@ ParseResult parse_mount_args(const std::vector<std::string>& args) {
 
     Expanded expanded = expand_o_options(args);
     if (!expanded.error.empty()) return fail(expanded.error);
+    if (const auto unknown = first_unknown_option(expanded.argv); !unknown.empty())
+        return fail(unknown_option(unknown));
 
     Options& o = result.options;
     std::string threads_text, cache_text, splice_text, passthrough_text, max_reply_text;
@@ -311,12 +393,19 @@ ParseResult parse_mount_args(const std::vector<std::string>& args) {
     }
     if (want_help) {
         result.status = ParseStatus::exit_success;
-        result.message = app.help();
+        result.message = help_text(app.help());
         return result;
     }
     if (want_version) {
         result.status = ParseStatus::exit_success;
-        result.message = std::string("splicefs ") + SPLICEFS_VERSION + "\n";
+        // As sshfs -V: the library in use and the protocol it was built
+        // for; the kernel's own is agreed at each mount (splicefs stats).
+        result.message = std::string("splicefs ") + SPLICEFS_VERSION + "\nlibfuse " +
+                         fuse_pkgversion() + " (built with " + std::to_string(FUSE_MAJOR_VERSION) +
+                         "." + std::to_string(FUSE_MINOR_VERSION) + ")\nFUSE kernel interface " +
+                         std::to_string(FUSE_KERNEL_VERSION) + "." +
+                         std::to_string(FUSE_KERNEL_MINOR_VERSION) +
+                         " (headers; each mount's is in splicefs stats)\n";
         return result;
     }
 

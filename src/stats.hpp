@@ -81,7 +81,8 @@ struct Limits {
     std::string rounding;     // how a --max-reply that was not whole pages was rounded, or empty
     std::string cache;
     unsigned threads = 0;
-    uint64_t fd_limit = 0; // RLIMIT_NOFILE in force
+    uint64_t fd_limit = 0;       // RLIMIT_NOFILE in force
+    std::string kernel_protocol; // "7.45": the kernel's FUSE protocol, from INIT
 };
 
 class Stats {

@@ -12,6 +12,7 @@
 #include <fmt/core.h>
 
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -52,6 +53,18 @@ std::vector<std::string> socket_candidates(const util::MountEntry& mount) {
     return paths;
 }
 
+// A splicefs mount: of type fuse.splicefs, or another FUSE type (-o
+// subtype=NAME) whose daemon has a splicefs stats socket.
+bool is_splicefs_mount(const util::MountEntry& mount) {
+    if (mount.fstype == mount_type) return true;
+    if (mount.fstype.rfind("fuse.", 0) != 0) return false;
+    for (const auto& path : socket_candidates(mount)) {
+        struct stat st {};
+        if (lstat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) return true;
+    }
+    return false;
+}
+
 // Connects to the mount's daemon and reads its report, within one second.
 std::optional<Report> fetch(const util::MountEntry& mount, std::string& error) {
     error = "no stats socket (is its daemon running?)";
@@ -65,7 +78,12 @@ std::optional<Report> fetch(const util::MountEntry& mount, std::string& error) {
         addr.sun_family = AF_UNIX;
         std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
         if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0) {
-            if (errno != ENOENT) error = path + ": " + std::strerror(errno);
+            if (errno == ECONNREFUSED)
+                error = "its daemon is gone (" + path +
+                        " refuses connections): unmount it with 'fusermount3 -u " +
+                        mount.mountpoint + "'";
+            else if (errno != ENOENT)
+                error = path + ": " + std::strerror(errno);
             close(fd);
             continue;
         }
@@ -176,6 +194,7 @@ std::string json_mount(const Report& r) {
           "readahead", "inodes", "inode_fds", "inode_fd_budget", "inode_fds_reopened", "fd_limit"})
         out += fmt::format(", \"{}\": {}", key, number(r, key));
     out += ", \"inode_identity\": " + json_string(report_value(r, "inode_identity"));
+    out += ", \"kernel_protocol\": " + json_string(report_value(r, "kernel_protocol"));
     out += ", \"passthrough\": " + json_string(report_value(r, "passthrough"));
     out += ", \"passthrough_state\": " + json_string(report_value(r, "passthrough_state"));
     out += ", \"direct_io_mmap\": " + std::string(number(r, "direct_io_mmap") ? "true" : "false");
@@ -398,11 +417,22 @@ int run_stats(const std::vector<std::string>& args) {
     app.add_option("--format", format_text, "human, json or prometheus")->type_name("FORMAT");
     app.add_option("--watch", watch, "Redraw every SECONDS (default 2) with per-interval rates")
         ->expected(0, 1)
-        ->default_str("2")
-        ->type_name("SECONDS");
+        ->type_name("[SECONDS]");
     app.add_option("mountpoints", paths, "splicefs mountpoints (default: all)")
         ->type_name("MOUNTPOINT");
-    std::vector<std::string> reversed(args.rbegin(), args.rend());
+    app.footer("Exit status: 0 success, 1 usage error, 4 a mountpoint was no splicefs mount or its "
+               "daemon did not answer.");
+    // --watch's interval is optional: a word after it that is no number is
+    // a mountpoint.
+    std::vector<std::string> words = args;
+    for (size_t i = 0; i < words.size(); ++i) {
+        if (words[i] != "--watch") continue;
+        const bool number_follows =
+            i + 1 < words.size() && !words[i + 1].empty() &&
+            words[i + 1].find_first_not_of("0123456789.") == std::string::npos;
+        if (!number_follows) words[i] = "--watch=2";
+    }
+    std::vector<std::string> reversed(words.rbegin(), words.rend());
     try {
         app.parse(reversed);
     } catch (const CLI::CallForHelp&) {
@@ -413,6 +443,11 @@ int run_stats(const std::vector<std::string>& args) {
         return exit_code::usage;
     }
     Format format = Format::human;
+    if (json && app.count("--format") && format_text != "json") {
+        std::fprintf(stderr, "splicefs stats: --json and --format %s ask for two formats\n",
+                     format_text.c_str());
+        return exit_code::usage;
+    }
     if (json || format_text == "json")
         format = Format::json;
     else if (format_text == "prometheus")
@@ -434,13 +469,20 @@ int run_stats(const std::vector<std::string>& args) {
     std::vector<util::MountEntry> mounts;
     if (paths.empty()) {
         for (auto& m : util::read_mountinfo())
-            if (m.fstype == mount_type) mounts.push_back(std::move(m));
+            if (is_splicefs_mount(m)) mounts.push_back(std::move(m));
     } else {
         for (const auto& path : paths) {
             char resolved[PATH_MAX];
-            const std::string absolute = realpath(path.c_str(), resolved) ? resolved : path;
-            const auto m = util::find_mount(absolute);
-            if (!m || m->fstype != mount_type) {
+            if (!realpath(path.c_str(), resolved)) {
+                std::fprintf(stderr, "splicefs stats: %s: %s\n", path.c_str(),
+                             errno == ENOTCONN ? "a FUSE mount whose daemon is gone: unmount it "
+                                                 "with 'fusermount3 -u MOUNTPOINT'"
+                                               : std::strerror(errno));
+                status = exit_code::stats_failed;
+                continue;
+            }
+            const auto m = util::find_mount(resolved);
+            if (!m || !is_splicefs_mount(*m)) {
                 std::fprintf(stderr, "splicefs stats: %s: not a splicefs mount\n", path.c_str());
                 status = exit_code::stats_failed;
                 continue;

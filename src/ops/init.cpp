@@ -4,6 +4,8 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <string>
+
 namespace splicefs::ops {
 
 void init(void* userdata, fuse_conn_info* conn) {
@@ -50,6 +52,8 @@ void init(void* userdata, fuse_conn_info* conn) {
     // stays at 32 pages.
     const auto page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
     limits.max_pages = (limits.max_write + page - 1) / page;
+    limits.kernel_protocol =
+        std::to_string(conn->proto_major) + "." + std::to_string(conn->proto_minor);
     fs.initialized = true;
     spdlog::debug("INIT: protocol 7.{}, max_write {}, max_read {}, max_readahead {}",
                   conn->proto_minor, conn->max_write, conn->max_read, conn->max_readahead);

@@ -1,5 +1,6 @@
 """Start-up, errors, signals and shutdown of the daemon."""
 
+import json
 import os
 import signal
 import socket
@@ -211,6 +212,45 @@ class Lifecycle(unittest.TestCase):
         finally:
             subprocess.run(["fusermount3", "-u", self.mnt])
             harness.wait_until(lambda: not os.path.exists(f"/proc/{pid}"), 30, "the daemon to exit")
+
+    def test_after_sigkill_every_message_names_the_way_out(self):
+        m = Mount(self.src, self.mnt)
+        with m:
+            m.proc.kill()
+            m.proc.wait()
+            r = run("stats", self.mnt)
+            self.assertEqual(r.returncode, 4, r.stderr)
+            self.assertIn(f"fusermount3 -u {self.mnt}", r.stderr)
+            r = run(self.src, self.mnt)
+            self.assertEqual(r.returncode, 32, r.stderr)
+            self.assertEqual(len(r.stderr.strip().splitlines()), 1, r.stderr)
+            self.assertIn("fusermount3 -u", r.stderr)
+            subprocess.run(["fusermount3", "-u", self.mnt], check=True)
+
+    def test_stats_arguments(self):
+        r = run("stats", os.path.join(self.tmp, "nonexistent"))
+        self.assertEqual(r.returncode, 4)
+        self.assertIn("No such file or directory", r.stderr)
+        self.assertIn("exit status", run("stats", "--help").stdout.lower())
+        self.assertNotIn("SECONDS=2", run("stats", "--help").stdout)
+        with Mount(self.src, self.mnt, "-o", "subtype=mine") as m:
+            self.assertEqual(mount_entry(self.mnt)["fstype"], "fuse.mine")
+            r = run("stats", "--json", "--format", "prometheus", self.mnt)
+            self.assertEqual((r.returncode, r.stdout), (1, ""))
+            self.assertIn("two formats", r.stderr)
+            # Found by its daemon's socket, whatever its type says.
+            r = run("stats", "--json", self.mnt)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertIn(self.mnt, [x["mountpoint"] for x in json.loads(run("stats", "--json").stdout)["mounts"]])
+            # --watch's interval is optional, even before a mountpoint.
+            watch = subprocess.Popen([harness.ARGS.binary, "stats", "--watch", self.mnt], stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+            try:
+                self.assertIn(self.mnt, watch.stdout.readline())
+            finally:
+                watch.kill()
+                watch.communicate()
+            m.unmount()
 
     def test_block_device_of_size_zero_is_refused(self):
         r = subprocess.run(["losetup", "-f"], capture_output=True, text=True)

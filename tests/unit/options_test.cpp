@@ -168,6 +168,40 @@ TEST(Options, HelpAndVersionExitSuccessfully) {
     EXPECT_NE(v.message.find("splicefs "), std::string::npos);
 }
 
+TEST(Options, HelpShowsTheRealUsageAndVersionTheLibraries) {
+    const auto help = parse({"--help"}).message;
+    EXPECT_NE(help.find("Usage: splicefs [OPTIONS] SOURCE MOUNTPOINT [-o OPT[,OPT...]]\n"),
+              std::string::npos)
+        << help;
+    EXPECT_EQ(help.find("source_mountpoint"), std::string::npos) << help;
+    const auto version = parse({"-V"}).message;
+    EXPECT_NE(version.find("libfuse 3."), std::string::npos) << version;
+    EXPECT_NE(version.find("FUSE kernel interface 7."), std::string::npos) << version;
+}
+
+TEST(Options, AMistypedOptionGetsAHint) {
+    struct Case {
+        std::vector<std::string> args;
+        std::string message;
+    };
+    for (const auto& [args, message] : std::vector<Case>{
+             {{"--spice", "off", "/src", "/mnt"},
+              "unknown option '--spice' (did you mean --splice?); see splicefs --help"},
+             {{"/src", "/mnt", "--cahce=never"},
+              "unknown option '--cahce' (did you mean --cache?); see splicefs --help"},
+             {{"--passtrough", "auto", "/src", "/mnt"},
+              "unknown option '--passtrough' (did you mean --passthrough?); see splicefs --help"},
+             {{"--zzzzzz", "/src", "/mnt"}, "unknown option '--zzzzzz'; see splicefs --help"},
+             {{"-x", "/src", "/mnt"}, "unknown option '-x'; see splicefs --help"},
+             {{"-fx", "/src", "/mnt"}, "unknown option '-x'; see splicefs --help"},
+         }) {
+        auto r = parse(args);
+        EXPECT_EQ(r.status, ParseStatus::error);
+        EXPECT_EQ(r.message, message);
+    }
+    EXPECT_EQ(parse({"-fd", "/src", "/mnt"}).status, ParseStatus::ok);
+}
+
 TEST(Options, HelpListsEveryLongOption) {
     const auto help = parse({"--help"}).message;
     for (const auto& name : long_option_names())
