@@ -21,9 +21,10 @@ _splicefs()
         case $prev in
             --format) COMPREPLY=($(compgen -W "human json prometheus" -- "$cur")); return ;;
             --watch) return ;;
+            --output) _filedir; return ;;
         esac
         if [[ $cur == -* ]]; then
-            COMPREPLY=($(compgen -W "--help --json --format --watch" -- "$cur"))
+            COMPREPLY=($(compgen -W "--help --json --format --watch --output" -- "$cur"))
         else
             local IFS=$'\n'
             COMPREPLY=($(compgen -W "$(_splicefs_mountpoints)" -- "$cur"))

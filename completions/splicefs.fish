@@ -30,5 +30,6 @@ complete -c splicefs -n "not $in_stats" -s o -x -a '(__splicefs_o_keys)' -d 'Mou
 complete -c splicefs -n "$in_stats" -f -a '(__splicefs_mountpoints)'
 complete -c splicefs -n "$in_stats" -l json -d 'JSON output'
 complete -c splicefs -n "$in_stats" -l format -x -a 'human json prometheus' -d 'Output format'
-complete -c splicefs -n "$in_stats" -l watch -d 'Redraw every SECONDS'
+complete -c splicefs -n "$in_stats" -l watch -d 'One line per mount every SECONDS'
+complete -c splicefs -n "$in_stats" -l output -r -d 'Write to FILE atomically'
 complete -c splicefs -n "$in_stats" -l help -d 'Print help'

@@ -3,6 +3,7 @@
 #include "stats_command.hpp"
 
 #include "options.hpp"
+#include "stats.hpp"
 #include "stats_format.hpp"
 #include "stats_server.hpp"
 #include "util/mountinfo.hpp"
@@ -20,6 +21,8 @@
 #include <chrono>
 #include <climits>
 #include <cstring>
+#include <ctime>
+#include <map>
 #include <optional>
 #include <thread>
 
@@ -228,10 +231,8 @@ std::string json_interval(const Report& now, const Report& before, double second
 }
 
 // Which opens the kernel serves itself and why the others reach the daemon.
-std::string human_opens(const Report& r, const Report* previous) {
-    auto delta = [&](const std::string& key) {
-        return number(r, key) - (previous ? number(*previous, key) : 0);
-    };
+std::string human_opens(const Report& r) {
+    auto delta = [&](const std::string& key) { return number(r, key); };
     std::string out = fmt::format("  passthrough {}\n", report_value(r, "passthrough_state"));
     const uint64_t kernel = delta("opens.passthrough"), daemon = delta("opens.data_path");
     if (kernel + daemon == 0) return out;
@@ -247,7 +248,50 @@ std::string human_opens(const Report& r, const Report* previous) {
     return out + "\n";
 }
 
-std::string human_mount(const Report& r, const Report* previous, double interval, bool colour) {
+// One mount's line of --watch: rates over the last interval.
+std::string watch_line(const char* clock, const Report& now, const Report& before, double seconds) {
+    auto delta = [&](const std::string& key) { return number(now, key) - number(before, key); };
+    auto per_second = [&](uint64_t n) { return static_cast<double>(n) / seconds; };
+    const uint64_t read_bytes = delta("read.bytes"), spliced = delta("read.spliced_bytes");
+    std::string top = "-";
+    uint64_t top_count = 0;
+    for (const char* dir : {"read", "write"}) {
+        for (const auto& [k, v] : with_prefix(now, std::string(dir) + ".copy_reasons")) {
+            const uint64_t n = delta(std::string(dir) + ".copy_reasons." + k);
+            if (n > top_count) {
+                top_count = n;
+                top = fmt::format("{} {} {}", dir, k, n);
+            }
+        }
+    }
+    const uint64_t kernel = delta("opens.passthrough"), opens = kernel + delta("opens.data_path");
+    return fmt::format(
+        "{:<8} {:>8.1f} {:>8.1f} {:>8.0f} {:>8.0f} {:>7} {:>7.0f} {:>5}  {:<24} {}\n", clock,
+        per_second(read_bytes) / 1e6, per_second(delta("write.bytes")) / 1e6,
+        per_second(delta("read.replies")), per_second(delta("write.requests")),
+        read_bytes ? fmt::format("{:.1f}", 100.0 * static_cast<double>(spliced) /
+                                               static_cast<double>(read_bytes))
+                   : "-",
+        per_second(opens),
+        opens ? fmt::format("{:.0f}",
+                            100.0 * static_cast<double>(kernel) / static_cast<double>(opens))
+              : "-",
+        top, report_value(now, "mountpoint"));
+}
+
+// The effective max reply and, if it is not what was asked for or the
+// largest FUSE allows, why: said once, as a fact.
+std::string max_reply_text(const Report& r) {
+    std::string out = util::exact_size(number(r, "max_reply"));
+    const std::string reason = report_value(r, "max_reply_clamp_reason");
+    if (reason.empty()) return out;
+    if (number(r, "max_reply_requested"))
+        return out + " (not the " + util::exact_size(number(r, "max_reply_requested")) +
+               " asked for: " + reason + ")";
+    return out + " (the largest that splices here: " + reason + ")";
+}
+
+std::string human_mount(const Report& r, bool colour) {
     const std::string bold = colour ? "\033[1m" : "", reset = colour ? "\033[0m" : "";
     std::string out;
     const double up = std::stod(
@@ -255,43 +299,36 @@ std::string human_mount(const Report& r, const Report* previous, double interval
     out += fmt::format("{}{}{}  source {}, pid {}, up {}s\n", bold, report_value(r, "mountpoint"),
                        reset, report_value(r, "source"), report_value(r, "pid"),
                        static_cast<uint64_t>(up));
-    out += fmt::format("  splice {}{}, cache {}, {} threads\n", report_value(r, "splice"),
-                       number(r, "splice_move") ? " (move)" : "", report_value(r, "cache"),
-                       report_value(r, "threads"));
-    out += fmt::format(
-        "  sizes: max reply {}, max_read {}, max_write {}, max_pages {}, pipe {}, readahead {}\n",
-        util::exact_size(number(r, "max_reply")), util::exact_size(number(r, "max_read")),
-        util::exact_size(number(r, "max_write")), number(r, "max_pages"),
-        util::exact_size(number(r, "pipe_size")), util::exact_size(number(r, "readahead")));
-    if (!report_value(r, "max_reply_clamp_reason").empty())
-        out += fmt::format("  max reply clamped: {}\n", report_value(r, "max_reply_clamp_reason"));
+    const uint64_t threads = number(r, "threads");
+    out += fmt::format("  splice {}{}, cache {}, {} thread{}\n", report_value(r, "splice"),
+                       number(r, "splice_move") ? " (move)" : "", report_value(r, "cache"), threads,
+                       threads == 1 ? "" : "s");
+    out += fmt::format("  max reply {}\n", max_reply_text(r));
+    out += fmt::format("  sizes: max_read {}, max_write {}, max_pages {}, pipe {}, readahead {}\n",
+                       util::exact_size(number(r, "max_read")),
+                       util::exact_size(number(r, "max_write")), number(r, "max_pages"),
+                       util::exact_size(number(r, "pipe_size")),
+                       util::exact_size(number(r, "readahead")));
     out += fmt::format("  inodes: {} held, known by {}; {} fds open of {} (fd limit {}), {} "
                        "reopened\n",
                        number(r, "inodes"), report_value(r, "inode_identity"),
                        number(r, "inode_fds"), number(r, "inode_fd_budget"), number(r, "fd_limit"),
                        number(r, "inode_fds_reopened"));
-    out += human_opens(r, previous);
+    out += human_opens(r);
     auto direction = [&](const std::string& dir, const std::string& unit, const char* title) {
-        const Report& base = previous ? *previous : Report{};
-        auto delta = [&](const std::string& key) {
-            return number(r, key) - (previous ? number(base, key) : 0);
-        };
+        auto delta = [&](const std::string& key) { return number(r, key); };
         const uint64_t count = delta(dir + "." + unit), bytes = delta(dir + ".bytes");
         const uint64_t sc = delta(dir + ".spliced_" + unit), sb = delta(dir + ".spliced_bytes");
         const uint64_t cc = delta(dir + ".copied_" + unit), cb = delta(dir + ".copied_bytes");
         out += fmt::format("  {}{:<6}{}{} {}, {}", bold, title, reset, count, unit,
                            util::human_bytes(bytes));
-        if (previous && interval > 0)
-            out +=
-                fmt::format(" ({:.1f} MiB/s)", static_cast<double>(bytes) / interval / (1 << 20));
         out += fmt::format("\n         spliced {} ({}), {} ({})\n", sc, percent(sc, count),
                            util::human_bytes(sb), percent(sb, bytes));
         out += fmt::format("         copied  {} ({}), {} ({})\n", cc, percent(cc, count),
                            util::human_bytes(cb), percent(cb, bytes));
         std::string reasons;
         for (const auto& [k, v] : with_prefix(r, dir + ".copy_reasons")) {
-            const uint64_t n =
-                std::stoull(v) - (previous ? number(base, dir + ".copy_reasons." + k) : 0);
+            const uint64_t n = std::stoull(v);
             if (n) reasons += fmt::format("{}{} {}", reasons.empty() ? "" : ", ", k, n);
         }
         if (!reasons.empty()) out += "         copy reasons: " + reasons + "\n";
@@ -366,13 +403,16 @@ std::string prometheus(const std::vector<MountReport>& reports) {
                    out += fmt::format("splicefs_data_path_opens_total{{{},reason=\"{}\"}} {}\n", mp,
                                       k, v);
            });
+    // The same buckets for every mount at every scrape, as Prometheus wants:
+    // le = 1, 2, 4, ... 2^31 bytes, then +Inf.
     family("splicefs_read_reply_size_bytes", "histogram", "Sizes of READ replies.",
            [&](const Report& r, const std::string& mp) {
                uint64_t cumulative = 0;
-               for (const auto& [k, v] : with_prefix(r, "read.size_histogram")) {
-                   cumulative += std::stoull(v);
+               for (size_t bucket = 0; bucket < histogram_buckets; ++bucket) {
+                   const std::string le = std::to_string(uint64_t{1} << bucket);
+                   cumulative += number(r, "read.size_histogram." + le);
                    out += fmt::format("splicefs_read_reply_size_bytes_bucket{{{},le=\"{}\"}} {}\n",
-                                      mp, k, cumulative);
+                                      mp, le, cumulative);
                }
                out += fmt::format("splicefs_read_reply_size_bytes_bucket{{{},le=\"+Inf\"}} {}\n",
                                   mp, number(r, "read.replies"));
@@ -385,6 +425,28 @@ std::string prometheus(const std::vector<MountReport>& reports) {
            [&](const Report& r, const std::string& mp) {
                out +=
                    fmt::format("splicefs_max_reply_bytes{{{}}} {}\n", mp, number(r, "max_reply"));
+           });
+    auto gauge = [&](const std::string& name, const char* help, const std::string& key) {
+        family(name, "gauge", help, [&](const Report& r, const std::string& mp) {
+            out += fmt::format("{}{{{}}} {}\n", name, mp, number(r, key));
+        });
+    };
+    gauge("splicefs_inodes", "Source inodes the kernel holds through the mount.", "inodes");
+    gauge("splicefs_inode_fds", "Inode file descriptors open now.", "inode_fds");
+    gauge("splicefs_inode_fd_budget", "Inode file descriptors the daemon keeps open at most.",
+          "inode_fd_budget");
+    gauge("splicefs_fd_limit", "The daemon's file descriptor limit (RLIMIT_NOFILE).", "fd_limit");
+    gauge("splicefs_passthrough_backing_files", "Backing files registered with the kernel now.",
+          "passthrough_backing_ids");
+    family("splicefs_info", "gauge", "The mount's configuration, as labels; always 1.",
+           [&](const Report& r, const std::string& mp) {
+               out += fmt::format("splicefs_info{{{},version=\"{}\",splice=\"{}\",cache=\"{}\","
+                                  "passthrough=\"{}\",max_reply=\"{}\"}} 1\n",
+                                  mp, prometheus_label(report_value(r, "version")),
+                                  prometheus_label(report_value(r, "splice")),
+                                  prometheus_label(report_value(r, "cache")),
+                                  prometheus_label(report_value(r, "passthrough_state")),
+                                  number(r, "max_reply"));
            });
     family("splicefs_start_time_seconds", "gauge", "When the mount's daemon started (Unix time).",
            [&](const Report& r, const std::string& mp) {
@@ -407,6 +469,61 @@ std::optional<Report> ask_daemon(const std::string& mountpoint, std::string& err
     return fetch(*mount, error);
 }
 
+// Writes `text` to a temporary file next to `path` and renames it into
+// place: a reader sees the old file or the new one, never a part.
+std::string write_atomically(const std::string& path, const std::string& text) {
+    const std::string temporary = path + ".tmp." + std::to_string(getpid());
+    FILE* f = std::fopen(temporary.c_str(), "w");
+    if (!f) return std::strerror(errno);
+    const bool written = std::fwrite(text.data(), 1, text.size(), f) == text.size();
+    const bool closed = std::fclose(f) == 0;
+    if (!written || !closed || std::rename(temporary.c_str(), path.c_str()) != 0) {
+        const int err = errno;
+        std::remove(temporary.c_str());
+        return std::strerror(err);
+    }
+    return {};
+}
+
+// --watch for people, as iostat and vmstat print: one header, then one line
+// per mount per interval with that interval's rates. Returns the exit code.
+int watch_lines(const std::vector<util::MountEntry>& mounts, double interval, bool tty,
+                int status) {
+    std::map<std::string, Report> before;
+    for (const auto& m : mounts) {
+        std::string error;
+        if (auto report = fetch(m, error)) {
+            before[m.mountpoint] = std::move(*report);
+        } else {
+            std::fprintf(stderr, "splicefs stats: %s: %s\n", m.mountpoint.c_str(), error.c_str());
+            status = exit_code::stats_failed;
+        }
+    }
+    if (before.empty()) return status == exit_code::ok ? exit_code::stats_failed : status;
+    const std::string header = fmt::format(
+        "{:<8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>5}  {:<24} {}\n", "time", "rMB/s", "wMB/s",
+        "reads/s", "writes/s", "splice%", "opens/s", "pt%", "top copy reason", "mountpoint");
+    for (unsigned frame = 0;; ++frame) {
+        // A tty gets the header again now and then, as vmstat does.
+        if (frame == 0 || (tty && frame % 20 == 0)) std::fputs(header.c_str(), stdout);
+        std::this_thread::sleep_for(std::chrono::duration<double>(interval));
+        const std::time_t now = std::time(nullptr);
+        char clock[16];
+        std::strftime(clock, sizeof clock, "%H:%M:%S", std::localtime(&now));
+        std::string out;
+        for (const auto& m : mounts) {
+            std::string error;
+            auto report = fetch(m, error);
+            auto it = before.find(m.mountpoint);
+            if (!report || it == before.end()) continue;
+            out += watch_line(clock, *report, it->second, interval);
+            it->second = std::move(*report);
+        }
+        std::fputs(out.c_str(), stdout);
+        std::fflush(stdout);
+    }
+}
+
 int run_stats(const std::vector<std::string>& args) {
     CLI::App app{"Report the zero-copy hit rates of running splicefs mounts", "splicefs stats"};
     bool json = false;
@@ -418,6 +535,11 @@ int run_stats(const std::vector<std::string>& args) {
     app.add_option("--watch", watch, "Redraw every SECONDS (default 2) with per-interval rates")
         ->expected(0, 1)
         ->type_name("[SECONDS]");
+    std::string output;
+    app.add_option("--output", output,
+                   "Write to FILE through a temporary file renamed into place (node_exporter's "
+                   "textfile collector never sees half a file)")
+        ->type_name("FILE");
     app.add_option("mountpoints", paths, "splicefs mountpoints (default: all)")
         ->type_name("MOUNTPOINT");
     app.footer("Exit status: 0 success, 1 usage error, 4 a mountpoint was no splicefs mount or its "
@@ -491,8 +613,14 @@ int run_stats(const std::vector<std::string>& args) {
         }
     }
 
+    if (!output.empty() && watching && format == Format::human) {
+        std::fprintf(stderr, "splicefs stats: --output with --watch needs --format json or "
+                             "prometheus\n");
+        return exit_code::usage;
+    }
+    const bool colour = output.empty() && isatty(STDOUT_FILENO);
+    if (watching && format == Format::human) return watch_lines(mounts, interval, colour, status);
     std::vector<Report> previous;
-    const bool colour = isatty(STDOUT_FILENO);
     for (bool first = true;; first = false) {
         std::vector<MountReport> reports;
         for (const auto& m : mounts) {
@@ -523,15 +651,19 @@ int run_stats(const std::vector<std::string>& args) {
         } else if (format == Format::prometheus) {
             out = prometheus(reports);
         } else {
-            if (watching && colour) out += "\033[H\033[2J";
-            if (reports.empty() && paths.empty() && first) out += "no splicefs mounts\n";
-            for (size_t i = 0; i < reports.size(); ++i) {
-                const Report* prev = !first && i < previous.size() ? &previous[i] : nullptr;
-                out += (i ? "\n" : "") + human_mount(reports[i].report, prev, interval, colour);
-            }
+            if (reports.empty() && paths.empty()) out += "no splicefs mounts\n";
+            for (size_t i = 0; i < reports.size(); ++i)
+                out += (i ? "\n" : "") + human_mount(reports[i].report, colour);
         }
-        std::fputs(out.c_str(), stdout);
-        std::fflush(stdout);
+        if (!output.empty()) {
+            if (std::string error = write_atomically(output, out); !error.empty()) {
+                std::fprintf(stderr, "splicefs stats: %s: %s\n", output.c_str(), error.c_str());
+                return exit_code::usage;
+            }
+        } else {
+            std::fputs(out.c_str(), stdout);
+            std::fflush(stdout);
+        }
         if (!watching) break;
         previous.clear();
         for (auto& r : reports)

@@ -1,5 +1,7 @@
 #include "stats_server.hpp"
 
+#include "version.hpp"
+
 #include "stats_format.hpp"
 
 #include <fcntl.h>
@@ -149,6 +151,7 @@ std::string StatsServer::report() const {
             r.emplace_back(key, std::to_string(value));
     };
     add("mountpoint", fs_.opts.mountpoint);
+    add("version", SPLICEFS_VERSION);
     add("source", fs_.opts.source);
     add("pid", static_cast<long>(getpid()));
     add("uptime_seconds", std::chrono::duration<double>(now - fs_.stats.started).count());

@@ -246,7 +246,8 @@ class Lifecycle(unittest.TestCase):
             watch = subprocess.Popen([harness.ARGS.binary, "stats", "--watch", self.mnt], stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True)
             try:
-                self.assertIn(self.mnt, watch.stdout.readline())
+                self.assertTrue(watch.stdout.readline().startswith("time "))  # the header
+                self.assertIn(self.mnt, watch.stdout.readline())  # the first interval's line
             finally:
                 watch.kill()
                 watch.communicate()

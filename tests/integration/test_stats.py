@@ -195,6 +195,69 @@ class Stats(unittest.TestCase):
             self.assertNotIn("interval", objects[0]["mounts"][0])
             self.assertIn("read_bytes_per_second", objects[1]["mounts"][0]["interval"])
 
+    def test_watch_reads_like_iostat_while_a_copy_runs(self):
+        # One header, then one line per mount per interval with that
+        # interval's rates; captured for three intervals while a copy runs.
+        with open(os.path.join(self.src, "data"), "wb") as f:
+            f.write(os.urandom(64 * MIB))
+        with Mount(self.src, self.mnt, "--cache", "never"):
+            stop = threading.Event()
+
+            def copy():
+                while not stop.is_set():
+                    shutil.copyfile(os.path.join(self.mnt, "data"), os.path.join(self.mnt, "copy"))
+            copier = threading.Thread(target=copy)
+            copier.start()
+            try:
+                proc = subprocess.Popen([harness.ARGS.binary, "stats", "--watch", "0.5", self.mnt],
+                                        stdout=subprocess.PIPE, text=True)
+                try:
+                    lines = [proc.stdout.readline() for _ in range(4)]
+                finally:
+                    proc.terminate()
+                    proc.wait()
+            finally:
+                stop.set()
+                copier.join()
+        print("captured --watch output:\n" + "".join(lines), flush=True)
+        header, rows = lines[0].split(), [line.split() for line in lines[1:]]
+        self.assertEqual(header[:8], ["time", "rMB/s", "wMB/s", "reads/s", "writes/s", "splice%", "opens/s", "pt%"])
+        self.assertEqual(header[-1], "mountpoint")
+        for row in rows:
+            self.assertRegex(row[0], r"^\d\d:\d\d:\d\d$")
+            self.assertEqual(row[-1], self.mnt)
+            self.assertGreater(float(row[1]) + float(row[2]), 0, row)  # the copy moved bytes in every interval
+
+    def test_prometheus_buckets_are_fixed_gauges_and_info_are_there_and_output_is_atomic(self):
+        from prometheus_client.parser import text_string_to_metric_families
+        other = os.path.join(self.tmp, "mnt2")
+        os.mkdir(other)
+        with open(os.path.join(self.src, "f"), "wb") as f:
+            f.write(os.urandom(3 * MIB))
+        with Mount(self.src, self.mnt, "--cache", "never"), Mount(self.src, other):
+            with open(os.path.join(self.mnt, "f"), "rb") as f:
+                f.read()  # replies in one mount only
+            out = os.path.join(self.tmp, "splicefs.prom")
+            stats("--format", "prometheus", "--output", out)
+            self.assertEqual(sorted(os.listdir(self.tmp)), sorted(["src", "mnt", "mnt2", "splicefs.prom"]))
+            with open(out) as f:
+                families = {f.name: f for f in text_string_to_metric_families(f.read())}
+        buckets = {}
+        for sample in families["splicefs_read_reply_size_bytes"].samples:
+            if sample.name.endswith("_bucket"):
+                buckets.setdefault(sample.labels["mountpoint"], []).append(sample.labels["le"])
+        self.assertEqual(set(buckets), {self.mnt, other})
+        self.assertEqual(buckets[self.mnt], buckets[other])
+        self.assertEqual(buckets[self.mnt][-1], "+Inf")
+        self.assertEqual(len(buckets[self.mnt]), 33)
+        for gauge in ("splicefs_inodes", "splicefs_inode_fds", "splicefs_inode_fd_budget", "splicefs_fd_limit"):
+            self.assertEqual(families[gauge].type, "gauge")
+            self.assertEqual({s.labels["mountpoint"] for s in families[gauge].samples}, {self.mnt, other})
+        info = {s.labels["mountpoint"]: s.labels for s in families["splicefs_info"].samples}
+        self.assertEqual(info[self.mnt]["cache"], "never")
+        self.assertEqual(info[other]["cache"], "auto")
+        self.assertEqual(set(info[self.mnt]), {"mountpoint", "version", "splice", "cache", "passthrough", "max_reply"})
+
 
 if __name__ == "__main__":
     harness.main()
