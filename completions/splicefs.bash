@@ -47,6 +47,12 @@ _splicefs()
                 passthrough=*) COMPREPLY=($(compgen -P "${prefix}passthrough=" -W "off auto" -- "${last#passthrough=}")) ;;
                 *) COMPREPLY=($(compgen -P "$prefix" -W "$o_keys" -- "$last")); compopt -o nospace ;;
             esac
+            # Readline replaces only what follows the last "=" of the word
+            # (COMP_WORDBREAKS): leave out what comes before it.
+            if [[ $COMP_WORDBREAKS == *=* && $cur == *=* ]]; then
+                local keep="${cur%"${cur##*=}"}"
+                COMPREPLY=("${COMPREPLY[@]#"$keep"}")
+            fi
             return ;;
     esac
 
@@ -62,14 +68,20 @@ _splicefs()
     local i npos=0
     for ((i = 1; i < cword; i++)); do
         case ${words[i]} in
-            --threads|--log-level|--cache|--splice|--max-reply|-o) ((i++)) ;;
+            --threads|--log-level|--cache|--splice|--passthrough|--max-reply|-o) ((i++)) ;;
             -*) ;;
             *) ((npos++)) ;;
         esac
     done
     if ((npos == 0)); then
         _filedir -d
-        COMPREPLY+=($(compgen -W "stats" -- "$cur") $(compgen -G "/dev/[sv]d*" -- "$cur") $(compgen -G "/dev/nvme*" -- "$cur") $(compgen -G "/dev/loop*" -- "$cur"))
+        COMPREPLY+=($(compgen -W "stats" -- "$cur"))
+        # Block devices that start with what was typed (compgen -G would
+        # list them all and make readline drop the typed text).
+        local dev
+        for dev in /dev/sd* /dev/vd* /dev/nvme* /dev/loop*; do
+            [[ $dev == "$cur"* && -b $dev ]] && COMPREPLY+=("$dev")
+        done
     elif ((npos == 1)); then
         _filedir -d
     fi

@@ -78,13 +78,75 @@ printf '%s\\n' "${{COMPREPLY[@]}}"
 """
         return subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True).stdout.split()
 
+    def readline_completes(self, line, env=None, load=None):
+        """What a real bash would let readline insert for `line` (being
+        completed at its end): the words split as bash splits them (with "="
+        a word of its own, COMP_WORDBREAKS), the completion function run,
+        and each candidate put in place of the text after the last word
+        break. Returns the set of lines a candidate would produce."""
+        if not os.path.exists("/usr/share/bash-completion/bash_completion"):
+            self.skipTest("bash-completion is not installed")
+        import re
+        import shlex
+        words = []
+        for token in re.split(r"\s+", line.strip()) + ([""] if line.endswith(" ") else []):
+            parts = re.split(r"(=)", token)
+            words.extend(p for p in parts if p != "") if token else words.append("")
+        if line.endswith("="):
+            words.append("")
+        source = (f"_completion_loader {shlex.quote(load)}" if load
+                  else f"source {shlex.quote(path('completions', 'splicefs.bash'))}")
+        script = f"""
+source /usr/share/bash-completion/bash_completion
+{source}
+COMP_WORDS=({' '.join(shlex.quote(w) for w in words)})
+COMP_CWORD={len(words) - 1}
+COMP_LINE={shlex.quote(line)}
+COMP_POINT={len(line)}
+fn=$(complete -p {shlex.quote(words[0])} | sed -E 's/.*-F ([^ ]+).*/\\1/')
+$fn {shlex.quote(words[0])}
+printf '%s\\n' "${{COMPREPLY[@]}}"
+"""
+        out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True,
+                             env=env).stdout.splitlines()
+        cut = max(line.rfind(c) for c in " =:") + 1
+        return {line[:cut] + c for c in out}
+
+    def test_bash_as_readline_inserts_it(self):
+        self.assertEqual(self.readline_completes("splicefs -o cache="),
+                         {f"splicefs -o cache={v}" for v in ("auto", "always", "never")})
+        self.assertEqual(self.readline_completes("splicefs -o cache=al"), {"splicefs -o cache=always"})
+        self.assertEqual(self.readline_completes("splicefs -o splice=all,ca"), {"splicefs -o splice=all,cache="})
+        self.assertEqual(self.readline_completes("splicefs -o splice=all,cache=n"),
+                         {"splicefs -o splice=all,cache=never"})
+        # What was typed stays: every candidate extends it.
+        for line in ("splicefs /dev/lo", "splicefs /dev/", "splicefs st"):
+            got = self.readline_completes(line)
+            self.assertTrue(all(c.startswith(line) for c in got), (line, sorted(got)[:5]))
+        self.assertIn("splicefs stats", self.readline_completes("splicefs st"))
+
+    def test_bash_loads_for_mount_splicefs_in_a_fresh_shell(self):
+        # bash-completion loads completions by command name: installed, both
+        # names must complete.
+        import tempfile
+        prefix = tempfile.mkdtemp(prefix="splicefs-install-")
+        try:
+            subprocess.run(["cmake", "--install", os.path.dirname(os.path.abspath(ARGS.binary)), "--prefix", prefix],
+                           check=True, capture_output=True)
+            env = dict(os.environ, XDG_DATA_DIRS=os.path.join(prefix, "share"))
+            for command in ("splicefs", "mount.splicefs"):
+                self.assertEqual(self.readline_completes(f"{command} --spl", env=env, load=command),
+                                 {f"{command} --splice", f"{command} --splice-move"})
+        finally:
+            import shutil
+            shutil.rmtree(prefix, ignore_errors=True)
+
     def test_bash(self):
         got = self.bash_complete(["splicefs", "--"])
         for option in help_options():
             self.assertIn(option, got)
         self.assertEqual(sorted(self.bash_complete(["splicefs", "--splice", ""])), ["all", "off", "read", "write"])
         self.assertIn("splice=", self.bash_complete(["splicefs", "-o", "sp"]))
-        self.assertIn("cache=never", self.bash_complete(["splicefs", "-o", "cache=n"]))
         self.assertIn("stats", self.bash_complete(["splicefs", "st"]))
         for option in stats_help_options():
             self.assertIn(option, self.bash_complete(["splicefs", "stats", "--"]))
