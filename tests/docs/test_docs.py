@@ -131,9 +131,10 @@ printf '%s\\n' "${{COMPREPLY[@]}}"
         import tempfile
         prefix = tempfile.mkdtemp(prefix="splicefs-install-")
         try:
-            subprocess.run(["cmake", "--install", os.path.dirname(os.path.abspath(ARGS.binary)), "--prefix", prefix],
-                           check=True, capture_output=True)
-            env = dict(os.environ, XDG_DATA_DIRS=os.path.join(prefix, "share"))
+            # Staged (DESTDIR) under the Debian prefix: nothing outside it is touched.
+            subprocess.run(["cmake", "--install", os.path.dirname(os.path.abspath(ARGS.binary)), "--prefix", "/usr"],
+                           check=True, capture_output=True, env=dict(os.environ, DESTDIR=prefix))
+            env = dict(os.environ, XDG_DATA_DIRS=os.path.join(prefix, "usr", "share"))
             for command in ("splicefs", "mount.splicefs"):
                 self.assertEqual(self.readline_completes(f"{command} --spl", env=env, load=command),
                                  {f"{command} --splice", f"{command} --splice-move"})

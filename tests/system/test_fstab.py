@@ -21,21 +21,72 @@ def sh(*cmd, check=True):
     return subprocess.run(cmd, capture_output=True, text=True, check=check, timeout=120)
 
 
+WATCHED = ("/usr/local", "/usr/sbin", "/usr/bin", "/usr/share/man", "/usr/share/bash-completion", "/usr/share/zsh",
+           "/usr/share/fish")
+
+
+def installed_files():
+    """Every path under the directories an install may touch."""
+    found = set()
+    for top in WATCHED:
+        for dirpath, dirnames, filenames in os.walk(top):
+            found.update(os.path.join(dirpath, n) for n in dirnames + filenames)
+    return found
+
+
+def uninstall():
+    return sh("cmake", "--build", BUILD_DIR, "--target", "uninstall", check=False)
+
+
+class InstallAndUninstall(unittest.TestCase):
+    """What the README says: cmake --install with the default prefix, fstab
+    lines of both types mount, the uninstall target leaves nothing behind."""
+
+    def test_default_prefix_install_mounts_from_fstab_and_uninstalls_cleanly(self):
+        before = installed_files()
+        r = sh("cmake", "--install", BUILD_DIR, check=False)
+        try:
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertTrue(os.path.exists("/usr/local/bin/splicefs"))
+            for helper in ("/sbin/mount.splicefs", "/sbin/mount.fuse.splicefs"):
+                self.assertEqual(os.path.realpath(helper), "/usr/local/bin/splicefs")
+            tmp = tempfile.mkdtemp(prefix="splicefs-install-")
+            self.addCleanup(shutil.rmtree, tmp, True)
+            src, a, b = (os.path.join(tmp, n) for n in ("src", "a", "b"))
+            for d in (src, a, b):
+                os.mkdir(d)
+            with open(os.path.join(src, "hello"), "w") as f:
+                f.write("hi\n")
+            tab = os.path.join(tmp, "fstab")
+            with open(tab, "w") as f:
+                f.write(f"{src} {a} splicefs defaults 0 0\n{src} {b} fuse.splicefs nofail 0 0\n")
+            r = sh("mount", "-a", "-T", tab, check=False)
+            try:
+                self.assertEqual(r.returncode, 0, r.stderr)
+                for m in (a, b):
+                    with open(os.path.join(m, "hello")) as f:
+                        self.assertEqual(f.read(), "hi\n")
+            finally:
+                for m in (a, b):
+                    if is_mounted(m):
+                        sh("umount", m, check=False)
+        finally:
+            r = uninstall()
+        self.assertEqual(r.returncode, 0, r.stderr)
+        after = installed_files()
+        self.assertEqual((sorted(after - before), sorted(before - after)), ([], []))
+
+
 class Fstab(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         result = sh("cmake", "--install", BUILD_DIR, "--prefix", "/usr")
-        cls.manifest = os.path.join(BUILD_DIR, "install_manifest.txt")
         for helper in ("/usr/sbin/mount.splicefs", "/usr/sbin/mount.fuse.splicefs"):
             assert os.path.islink(helper), result.stdout
 
     @classmethod
     def tearDownClass(cls):
-        with open(cls.manifest) as f:
-            for line in f:
-                path = line.strip()
-                if path and (os.path.islink(path) or os.path.isfile(path)):
-                    os.unlink(path)
+        uninstall()
 
     def setUp(self):
         self.tmp = tempfile.mkdtemp(prefix="splicefs-fstab-")
