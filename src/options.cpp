@@ -244,7 +244,7 @@ std::string first_unknown_option(const std::vector<std::string>& argv) {
         } else if (arg.size() > 1 && arg[0] == '-') {
             // Short flags may be bundled (-fd).
             for (size_t c = 1; c < arg.size(); ++c) {
-                const std::string flag = std::string("-") + arg[c];
+                std::string flag = std::string("-") + arg[c];
                 if (!is_one_of(flag, short_options)) return flag;
             }
         }
