@@ -195,6 +195,17 @@ class Stats(unittest.TestCase):
             self.assertNotIn("interval", objects[0]["mounts"][0])
             self.assertIn("read_bytes_per_second", objects[1]["mounts"][0]["interval"])
 
+    def test_human_output_says_the_effective_max_reply_calmly_and_counts_threads_right(self):
+        with Mount(self.src, self.mnt, "--threads", "1") as m:
+            human = stats(self.mnt).stdout
+            mount = json_stats(self.mnt)[self.mnt]
+            m.unmount()
+        self.assertIn(", 1 thread\n", human)
+        self.assertNotIn("clamped", human)
+        line = next(x for x in human.splitlines() if x.strip().startswith("max reply"))
+        if mount["max_reply_clamp_reason"]:  # the default here: the largest that splices
+            self.assertIn("the largest that splices here: " + mount["max_reply_clamp_reason"], line)
+
     def test_watch_reads_like_iostat_while_a_copy_runs(self):
         # One header, then one line per mount per interval with that
         # interval's rates; captured for three intervals while a copy runs.
