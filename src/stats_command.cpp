@@ -249,7 +249,16 @@ std::string human_opens(const Report& r) {
 }
 
 // One mount's line of --watch: rates over the last interval.
-std::string watch_line(const char* clock, const Report& now, const Report& before, double seconds) {
+std::string watch_line(const char* clock, const Report& now, const Report& before,
+                       double interval) {
+    // The time between the two samples as the daemon saw it, not the
+    // interval asked for: an answer may come late.
+    auto uptime = [](const Report& r) {
+        const std::string text = report_value(r, "uptime_seconds");
+        return text.empty() ? 0.0 : std::stod(text);
+    };
+    const double measured = uptime(now) - uptime(before);
+    const double seconds = measured > 0 ? measured : interval;
     auto delta = [&](const std::string& key) { return number(now, key) - number(before, key); };
     auto per_second = [&](uint64_t n) { return static_cast<double>(n) / seconds; };
     const uint64_t read_bytes = delta("read.bytes"), spliced = delta("read.spliced_bytes");
@@ -503,10 +512,15 @@ int watch_lines(const std::vector<util::MountEntry>& mounts, double interval, bo
     const std::string header = fmt::format(
         "{:<8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>5}  {:<24} {}\n", "time", "rMB/s", "wMB/s",
         "reads/s", "writes/s", "splice%", "opens/s", "pt%", "top copy reason", "mountpoint");
+    // On a fixed schedule, so that slow answers do not stretch the intervals.
+    auto next = std::chrono::steady_clock::now();
+    const auto step = std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+        std::chrono::duration<double>(interval));
     for (unsigned frame = 0;; ++frame) {
         // A tty gets the header again now and then, as vmstat does.
         if (frame == 0 || (tty && frame % 20 == 0)) std::fputs(header.c_str(), stdout);
-        std::this_thread::sleep_for(std::chrono::duration<double>(interval));
+        next += step;
+        std::this_thread::sleep_until(next);
         const std::time_t now = std::time(nullptr);
         char clock[16];
         std::strftime(clock, sizeof clock, "%H:%M:%S", std::localtime(&now));
