@@ -93,8 +93,8 @@ class Passthrough {
     int fuse_fd_ = -1;
     const std::vector<gid_t>* daemon_groups_ = nullptr;
     bool kernel_offers_ = false, kernel_offers_direct_io_mmap_ = false, kernel_init_ext_ = false;
-    bool writeback_ = false;
-    std::atomic<bool> negotiated_{false}, direct_io_mmap_{false};
+    // Written at INIT, read by every worker and the stats thread.
+    std::atomic<bool> writeback_{false}, negotiated_{false}, direct_io_mmap_{false};
     std::atomic<bool> unprivileged_{false}; // BACKING_OPEN said EPERM once
     std::mutex mutex_;                      // guards inodes_
     std::unordered_map<const Inode*, InodeState> inodes_;
