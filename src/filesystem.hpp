@@ -81,6 +81,10 @@ template <typename Handle> class OpenHandles {
             handles_.erase(it);
         }
     }
+    size_t size() {
+        std::lock_guard lock(mutex_);
+        return handles_.size();
+    }
 
   private:
     std::mutex mutex_;

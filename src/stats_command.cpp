@@ -194,7 +194,7 @@ std::string json_mount(const Report& r) {
     out += ", \"threads\": " + report_value(r, "threads");
     for (const char* key :
          {"max_reply", "max_reply_requested", "max_read", "max_write", "max_pages", "pipe_size",
-          "readahead", "inodes", "inode_fds", "inode_fd_budget", "inode_fds_reopened", "fd_limit"})
+          "readahead", "inodes", "open_files", "open_dirs", "inode_fds", "inode_fd_budget", "inode_fds_reopened", "fd_limit"})
         out += fmt::format(", \"{}\": {}", key, number(r, key));
     out += ", \"inode_identity\": " + json_string(report_value(r, "inode_identity"));
     out += ", \"kernel_protocol\": " + json_string(report_value(r, "kernel_protocol"));
@@ -323,6 +323,8 @@ std::string human_mount(const Report& r, bool colour) {
                        number(r, "inodes"), report_value(r, "inode_identity"),
                        number(r, "inode_fds"), number(r, "inode_fd_budget"), number(r, "fd_limit"),
                        number(r, "inode_fds_reopened"));
+    out += fmt::format("  open now: {} files, {} directories\n", number(r, "open_files"),
+                       number(r, "open_dirs"));
     out += human_opens(r);
     auto direction = [&](const std::string& dir, const std::string& unit, const char* title) {
         auto delta = [&](const std::string& key) { return number(r, key); };
@@ -441,6 +443,8 @@ std::string prometheus(const std::vector<MountReport>& reports) {
         });
     };
     gauge("splicefs_inodes", "Source inodes the kernel holds through the mount.", "inodes");
+    gauge("splicefs_open_files", "Files open through the mount now.", "open_files");
+    gauge("splicefs_open_dirs", "Directories open through the mount now.", "open_dirs");
     gauge("splicefs_inode_fds", "Inode file descriptors open now.", "inode_fds");
     gauge("splicefs_inode_fd_budget", "Inode file descriptors the daemon keeps open at most.",
           "inode_fd_budget");

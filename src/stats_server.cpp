@@ -171,6 +171,8 @@ std::string StatsServer::report() const {
     add("pipe_size", l.pipe_size);
     add("readahead", l.readahead);
     add("inodes", fs_.inodes.size());
+    add("open_files", fs_.open_files.size());
+    add("open_dirs", fs_.open_dirs.size());
     const auto fds = fs_.inodes.fd_stats();
     add("inode_fds", fds.open);
     add("inode_fd_budget", fds.budget);

@@ -80,7 +80,10 @@ class Passthrough(MountedTestCase):
         finally:
             os.close(writer)
         # Once it is closed, the inode may go to the kernel again; and an
-        # inode in passthrough keeps new opens there.
+        # inode in passthrough keeps new opens there. The kernel sends the
+        # RELEASE after close() has returned: wait for the daemon to see it.
+        harness.wait_until(lambda: self.mount.stats()["open_files"] == 0, 10,
+                           "the writer's release", lambda: str(self.mount.stats()["open_files"]))
         with open(self.m("setuid"), "rb") as f, open(self.m("setuid"), "rb") as g:
             self.assertEqual(f.read() + g.read(), b"x" * 200)
         self.assertEqual(self.opens()["passthrough"], 2)

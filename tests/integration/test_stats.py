@@ -206,6 +206,30 @@ class Stats(unittest.TestCase):
         if mount["max_reply_clamp_reason"]:  # the default here: the largest that splices
             self.assertIn("the largest that splices here: " + mount["max_reply_clamp_reason"], line)
 
+    def test_open_files_and_directories_are_what_is_open_now(self):
+        os.mkdir(os.path.join(self.src, "d"))
+        for name in ("a", "b", "c"):
+            with open(os.path.join(self.src, name), "wb") as f:
+                f.write(b"x")
+        with Mount(self.src, self.mnt) as m:
+            files = [open(os.path.join(self.mnt, name), "rb") for name in ("a", "b", "c")]
+            again = open(os.path.join(self.mnt, "a"), "rb")  # a second open file of one inode
+            d = os.open(os.path.join(self.mnt, "d"), os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                now = json_stats(self.mnt)[self.mnt]
+                self.assertEqual((now["open_files"], now["open_dirs"]), (4, 1))
+                self.assertIn("open now: 4 files, 1 directories", stats(self.mnt).stdout)
+            finally:
+                for f in files + [again]:
+                    f.close()
+                os.close(d)
+            # The kernel releases after close() has returned.
+            def open_now():
+                now = json_stats(self.mnt)[self.mnt]
+                return now["open_files"], now["open_dirs"]
+            harness.wait_until(lambda: open_now() == (0, 0), 10, "the releases", lambda: str(open_now()))
+            m.unmount()
+
     def test_watch_reads_like_iostat_while_a_copy_runs(self):
         # One header, then one line per mount per interval with that
         # interval's rates; captured for three intervals while a copy runs.
@@ -255,15 +279,18 @@ class Stats(unittest.TestCase):
                 families = {f.name: f for f in text_string_to_metric_families(f.read())}
         buckets = {}
         for sample in families["splicefs_read_reply_size_bytes"].samples:
-            if sample.name.endswith("_bucket"):
+            # Mounts of tests running beside this one are in the output too.
+            if sample.name.endswith("_bucket") and sample.labels["mountpoint"].startswith(self.tmp):
                 buckets.setdefault(sample.labels["mountpoint"], []).append(sample.labels["le"])
         self.assertEqual(set(buckets), {self.mnt, other})
         self.assertEqual(buckets[self.mnt], buckets[other])
         self.assertEqual(buckets[self.mnt][-1], "+Inf")
         self.assertEqual(len(buckets[self.mnt]), 33)
-        for gauge in ("splicefs_inodes", "splicefs_inode_fds", "splicefs_inode_fd_budget", "splicefs_fd_limit"):
+        ours = {self.mnt, other}
+        for gauge in ("splicefs_inodes", "splicefs_open_files", "splicefs_open_dirs", "splicefs_inode_fds",
+                      "splicefs_inode_fd_budget", "splicefs_fd_limit"):
             self.assertEqual(families[gauge].type, "gauge")
-            self.assertEqual({s.labels["mountpoint"] for s in families[gauge].samples}, {self.mnt, other})
+            self.assertLessEqual(ours, {s.labels["mountpoint"] for s in families[gauge].samples}, gauge)
         info = {s.labels["mountpoint"]: s.labels for s in families["splicefs_info"].samples}
         self.assertEqual(info[self.mnt]["cache"], "never")
         self.assertEqual(info[other]["cache"], "auto")
