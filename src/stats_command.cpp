@@ -194,7 +194,8 @@ std::string json_mount(const Report& r) {
     out += ", \"threads\": " + report_value(r, "threads");
     for (const char* key :
          {"max_reply", "max_reply_requested", "max_read", "max_write", "max_pages", "pipe_size",
-          "readahead", "inodes", "open_files", "open_dirs", "inode_fds", "inode_fd_budget", "inode_fds_reopened", "fd_limit"})
+          "readahead", "inodes", "open_files", "open_dirs", "inode_fds", "inode_fd_budget",
+          "inode_fds_reopened", "fd_limit"})
         out += fmt::format(", \"{}\": {}", key, number(r, key));
     out += ", \"inode_identity\": " + json_string(report_value(r, "inode_identity"));
     out += ", \"kernel_protocol\": " + json_string(report_value(r, "kernel_protocol"));
