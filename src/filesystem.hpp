@@ -2,6 +2,7 @@
 #pragma once
 
 #include "inode.hpp"
+#include "limits.hpp"
 #include "options.hpp"
 #include "passthrough.hpp"
 #include "stats.hpp"
@@ -139,6 +140,7 @@ struct Filesystem {
     InodeTable inodes;
     InodeNumbers inode_numbers;
     Passthrough passthrough;
+    Limits limits; // settle_limits(), before mounting
     Stats stats;
     double timeout = 1.0;       // entry and attribute timeouts, from the cache policy
     bool act_as_caller = false; // root daemon: create files with the caller's ids

@@ -32,6 +32,30 @@ size_t histogram_bucket(uint64_t bytes) {
     return bucket < histogram_buckets ? bucket : histogram_buckets - 1;
 }
 
+namespace {
+void count(DirectionCounters& counters, const Transfer& transfer) {
+    if (transfer.spliced) {
+        counters.spliced_count.add(1);
+        counters.spliced_bytes.add(transfer.bytes);
+        return;
+    }
+    counters.copied_count.add(1);
+    counters.copied_bytes.add(transfer.bytes);
+    counters.copy_reasons[static_cast<size_t>(transfer.reason)].add(1);
+}
+} // namespace
+
+void count_read(ThreadCounters& counters, const Transfer& reply, uint64_t max_reply) {
+    count(counters.read, reply);
+    if (reply.failed) return; // no data reply: not a size
+    counters.read_sizes[histogram_bucket(reply.bytes)].add(1);
+    if (reply.bytes == max_reply) counters.read_full_size.add(1);
+}
+
+void count_write(ThreadCounters& counters, const Transfer& request) {
+    count(counters.write, request);
+}
+
 ThreadCounters& Stats::register_thread() {
     std::lock_guard lock(mutex_);
     threads_.push_back(std::make_unique<ThreadCounters>());

@@ -55,6 +55,19 @@ struct ThreadCounters {
     Counter read_full_size; // replies that carried exactly the max reply size in force
 };
 
+// What became of one READ reply or WRITE request: the data path's handlers
+// say, count_read()/count_write() count it.
+struct Transfer {
+    bool spliced = false;
+    CopyReason reason = CopyReason::error; // why it was copied, when not spliced
+    uint64_t bytes = 0;                    // file data moved
+    bool failed = false;                   // the reply carried an error, or was not wanted
+};
+
+// The only writers of a thread's counters.
+void count_read(ThreadCounters& counters, const Transfer& reply, uint64_t max_reply);
+void count_write(ThreadCounters& counters, const Transfer& request);
+
 struct DirectionTotals {
     uint64_t spliced_count = 0, spliced_bytes = 0, copied_count = 0, copied_bytes = 0;
     std::array<uint64_t, copy_reason_count> copy_reasons{};
@@ -68,29 +81,11 @@ struct Totals {
     uint64_t read_full_size = 0;
 };
 
-// Sizes and modes actually in force, as opposed to those asked for.
-struct Limits {
-    std::string splice_mode;
-    bool splice_move = false;
-    uint64_t max_reply_requested = 0; // 0: not given
-    uint64_t max_reply = 0;           // bytes of data in one READ reply / WRITE request
-    uint64_t max_read = 0, max_write = 0, max_pages = 0;
-    uint64_t pipe_size = 0;   // bytes per worker pipe
-    uint64_t readahead = 0;   // bytes, of the mount's bdi
-    std::string clamp_reason; // why max_reply is below what was asked, or empty
-    std::string rounding;     // how a --max-reply that was not whole pages was rounded, or empty
-    std::string cache;
-    unsigned threads = 0;
-    uint64_t fd_limit = 0;       // RLIMIT_NOFILE in force
-    std::string kernel_protocol; // "7.45": the kernel's FUSE protocol, from INIT
-};
-
 class Stats {
   public:
     ThreadCounters& register_thread();
     Totals totals() const;
 
-    Limits limits; // written before the workers start, read-only afterwards
     std::chrono::system_clock::time_point started = std::chrono::system_clock::now();
 
   private:

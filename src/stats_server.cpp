@@ -140,7 +140,7 @@ void StatsServer::serve() {
 }
 
 std::string StatsServer::report() const {
-    const Limits& l = fs_.stats.limits;
+    const Limits& l = fs_.limits;
     const Totals t = fs_.stats.totals();
     const auto now = std::chrono::system_clock::now();
     Report r;

@@ -10,8 +10,8 @@ namespace splicefs::ops {
 
 void init(void* userdata, fuse_conn_info* conn) {
     auto& fs = *static_cast<Filesystem*>(userdata);
-    Limits& limits = fs.stats.limits;
-    // Sizes were settled before mounting (data_path.cpp, settle_limits); max_read
+    Limits& limits = fs.limits;
+    // Sizes were settled before mounting (limits.cpp, settle_limits); max_read
     // must agree with the max_read mount option.
     conn->max_write = static_cast<unsigned>(limits.max_write);
     conn->max_read = static_cast<unsigned>(limits.max_read);
