@@ -63,7 +63,7 @@ std::string StatsServer::start(dev_t dev) {
     listen_fd_ = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (listen_fd_ < 0) return std::string("socket: ") + std::strerror(errno);
     // Device numbers of FUSE mounts are reused: a socket of the same name
-    // can only be left over from a daemon that died.
+    // is left over from a daemon that died or is ending.
     unlink(path_.c_str());
     if (bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0 ||
         listen(listen_fd_, 16) < 0) {
@@ -74,6 +74,8 @@ std::string StatsServer::start(dev_t dev) {
     }
     // Peers are checked by SO_PEERCRED; the mode keeps other users from connecting at all.
     chmod(path_.c_str(), 0600);
+    struct stat st {};
+    if (lstat(path_.c_str(), &st) == 0) socket_ino_ = st.st_ino;
     stop_fd_ = eventfd(0, EFD_CLOEXEC);
     reserve_fd_ = open("/dev/null", O_RDONLY | O_CLOEXEC);
     thread_ = std::thread([this] { serve(); });
@@ -89,7 +91,10 @@ void StatsServer::stop() {
     if (listen_fd_ >= 0) {
         close(listen_fd_);
         listen_fd_ = -1;
-        unlink(path_.c_str());
+        // Only our own socket: by now the next mount may have this device
+        // number, and its daemon this name.
+        struct stat st {};
+        if (lstat(path_.c_str(), &st) == 0 && st.st_ino == socket_ino_) unlink(path_.c_str());
     }
     if (stop_fd_ >= 0) {
         close(stop_fd_);

@@ -47,6 +47,7 @@ class StatsServer {
 
     Filesystem& fs_;
     std::string path_;
+    ino_t socket_ino_ = 0; // of the socket at path_ that is ours
     int listen_fd_ = -1;
     int stop_fd_ = -1;
     int reserve_fd_ = -1; // given up to accept (and drop) a client at the fd limit

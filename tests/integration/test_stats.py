@@ -26,6 +26,22 @@ def stats(*args, check=True):
     return result
 
 
+def watch_lines(args, count, timeout=30):
+    """The first `count` lines `splicefs stats --watch` prints; a watch that
+    stops printing is killed after `timeout` seconds (the test then fails on
+    the empty lines, it does not hang)."""
+    proc = subprocess.Popen([harness.ARGS.binary, "stats", *args], stdout=subprocess.PIPE, text=True)
+    killer = threading.Timer(timeout, proc.kill)
+    killer.start()
+    try:
+        return [proc.stdout.readline() for _ in range(count)]
+    finally:
+        killer.cancel()
+        proc.terminate()
+        proc.wait()
+        proc.stdout.close()
+
+
 def json_stats(*mountpoints):
     return {m["mountpoint"]: m for m in json.loads(stats("--json", *mountpoints).stdout)["mounts"]}
 
@@ -183,13 +199,7 @@ class Stats(unittest.TestCase):
 
     def test_watch_prints_intervals(self):
         with Mount(self.src, self.mnt):
-            proc = subprocess.Popen([harness.ARGS.binary, "stats", "--json", "--watch", "0.2", self.mnt],
-                                    stdout=subprocess.PIPE, text=True)
-            try:
-                lines = [proc.stdout.readline() for _ in range(2)]
-            finally:
-                proc.terminate()
-                proc.wait()
+            lines = watch_lines(["--json", "--watch", "0.2", self.mnt], 2)
             objects = [json.loads(line) for line in lines]
             self.assertEqual([len(o["mounts"]) for o in objects], [1, 1])
             self.assertNotIn("interval", objects[0]["mounts"][0])
@@ -205,6 +215,28 @@ class Stats(unittest.TestCase):
         line = next(x for x in human.splitlines() if x.strip().startswith("max reply"))
         if mount["max_reply_clamp_reason"]:  # the default here: the largest that splices
             self.assertIn("the largest that splices here: " + mount["max_reply_clamp_reason"], line)
+
+    def test_an_ending_daemon_leaves_the_next_mounts_socket_alone(self):
+        # Device numbers are reused: the next mount can get this one's (and
+        # its socket path) while this daemon is still ending. Stand in for
+        # that daemon's socket, then end this one.
+        import socket
+        with Mount(self.src, self.mnt) as m:
+            st = os.stat(self.mnt)
+            path = f"/run/splicefs/{os.major(st.st_dev)}:{os.minor(st.st_dev)}.sock"
+            if os.geteuid() != 0:
+                self.skipTest("the socket directory of root's daemons")
+            self.assertTrue(os.path.exists(path))
+            os.unlink(path)
+            successor = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            successor.bind(path)
+            try:
+                self.assertEqual(m.unmount(), 0)
+                self.assertTrue(os.path.exists(path), "the ending daemon removed another daemon's socket")
+            finally:
+                successor.close()
+                if os.path.exists(path):
+                    os.unlink(path)
 
     def test_open_files_and_directories_are_what_is_open_now(self):
         os.mkdir(os.path.join(self.src, "d"))
@@ -244,13 +276,7 @@ class Stats(unittest.TestCase):
             copier = threading.Thread(target=copy)
             copier.start()
             try:
-                proc = subprocess.Popen([harness.ARGS.binary, "stats", "--watch", "0.5", self.mnt],
-                                        stdout=subprocess.PIPE, text=True)
-                try:
-                    lines = [proc.stdout.readline() for _ in range(4)]
-                finally:
-                    proc.terminate()
-                    proc.wait()
+                lines = watch_lines(["--watch", "0.5", self.mnt], 4)
             finally:
                 stop.set()
                 copier.join()
