@@ -341,13 +341,18 @@ void close_inherited_fds(const Options& opts) {
     }
 }
 
-int run_mount(Options opts) {
-    // The kernel has applied the caller's umask already, or leaves it to
-    // CallerUmask (POSIX ACLs).
-    umask(0);
-    if (!opts.foreground) close_inherited_fds(opts);
-    log_to_stderr(opts.log_level);
+namespace {
 
+// A checked SOURCE, opened: the root of the tree the mount shows, and for a
+// single-file source the file itself.
+struct Source {
+    util::Fd root_fd;
+    std::optional<SingleFile> single_file;
+    util::Fd single_file_fd; // O_PATH
+};
+
+// Phase 1: everything that can be refused before anything is opened.
+std::optional<int> check(Options& opts) {
     if (auto error = check_paths(opts)) {
         std::fprintf(stderr, "splicefs: %s\n", error->message.c_str());
         return error->code;
@@ -357,149 +362,175 @@ int run_mount(Options opts) {
                              "root (libfuse and fusermount3 cannot set them)\n");
         return exit_code::usage;
     }
-    util::Fd source_fd(::open(opts.source.c_str(), O_PATH | O_CLOEXEC));
-    struct stat source_st {};
-    if (!source_fd || fstat(source_fd.get(), &source_st) < 0) {
-        std::fprintf(stderr, "splicefs: source '%s': %s\n", opts.source.c_str(),
-                     std::strerror(errno));
-        return exit_code::mount_failed;
-    }
-    std::optional<SingleFile> single_file;
-    util::Fd root_fd;
-    util::Fd single_file_fd;
-    if (S_ISDIR(source_st.st_mode)) {
-        root_fd = std::move(source_fd);
-    } else {
-        auto described = describe_single_file(opts, source_st);
-        if (!described) return exit_code::mount_failed;
-        single_file = *described;
-        if (single_file->name.empty()) {
-            root_fd.reset(fcntl(source_fd.get(), F_DUPFD_CLOEXEC, 0)); // the mount is the file
-        } else {
-            // The root stands for the mountpoint directory; its fd is never
-            // used to reach anything (see Filesystem::is_synthetic_root).
-            root_fd.reset(::open(opts.mountpoint.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
-        }
-        single_file_fd = std::move(source_fd);
-    }
-
     // Before mounting: a socket directory another user controls is refused
     // with the mount, not discovered after it.
     if (auto problem = make_private_socket_dir(); problem.unsafe) {
         std::fprintf(stderr, "splicefs: %s\n", problem.error.c_str());
         return exit_code::mount_failed;
     }
+    return std::nullopt;
+}
 
+// Phase 2: SOURCE opened, as a tree or as one file.
+std::optional<Source> open_source(Options& opts) {
+    Source source;
+    util::Fd source_fd(::open(opts.source.c_str(), O_PATH | O_CLOEXEC));
+    struct stat st {};
+    if (!source_fd || fstat(source_fd.get(), &st) < 0) {
+        std::fprintf(stderr, "splicefs: source '%s': %s\n", opts.source.c_str(),
+                     std::strerror(errno));
+        return std::nullopt;
+    }
+    if (S_ISDIR(st.st_mode)) {
+        source.root_fd = std::move(source_fd);
+        return source;
+    }
+    source.single_file = describe_single_file(opts, st);
+    if (!source.single_file) return std::nullopt;
+    if (source.single_file->name.empty()) {
+        source.root_fd.reset(fcntl(source_fd.get(), F_DUPFD_CLOEXEC, 0)); // the mount is the file
+    } else {
+        // The root stands for the mountpoint directory; its fd is never
+        // used to reach anything (see Filesystem::is_synthetic_root).
+        source.root_fd.reset(::open(opts.mountpoint.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    }
+    source.single_file_fd = std::move(source_fd);
+    return source;
+}
+
+void warn_about_limits(const Options& opts, const Limits& limits) {
+    if (!limits.rounding.empty()) spdlog::warn("{}", limits.rounding);
+    if (limits.clamp_reason.empty()) return;
+    const std::string line =
+        "max reply " + util::exact_size(limits.max_reply) + " instead of " +
+        util::exact_size(limits.max_reply_requested ? limits.max_reply_requested
+                                                    : limits.max_reply + 4096) +
+        ": " + limits.clamp_reason;
+    // Asked for: say so. Not asked for: the default is "largest that splices".
+    if (opts.max_reply)
+        spdlog::warn("{}", line);
+    else
+        spdlog::debug("{}", line);
+}
+
+double entry_timeout(CachePolicy cache) {
+    switch (cache) {
+    case CachePolicy::auto_:
+        return 1.0;
+    case CachePolicy::always:
+        return 86400.0;
+    case CachePolicy::never:
+        return 0.0;
+    }
+    return 1.0;
+}
+
+// Phase 3: the filesystem object with the limits settled for this machine.
+std::unique_ptr<Filesystem> make_filesystem(const Options& opts, Source source) {
     // Half the fds stay for open files, pipes and sockets; the inode store
     // keeps within the other half (see inode.hpp).
     const uint64_t fd_limit = raise_fd_limit();
-    auto fs = std::make_unique<Filesystem>(opts, std::move(root_fd), fd_limit / 2, true);
-    if (single_file) {
-        fs->single_file = single_file;
-        fs->single_file_fd = std::move(single_file_fd);
-    }
-    if (auto error = settle_limits(opts, fs->stats.limits); !error.empty()) {
+    auto fs = std::make_unique<Filesystem>(opts, std::move(source.root_fd), fd_limit / 2, true);
+    fs->single_file = source.single_file;
+    fs->single_file_fd = std::move(source.single_file_fd);
+    if (auto error = settle_limits(opts, fs->limits); !error.empty()) {
         std::fprintf(stderr, "splicefs: %s\n", error.c_str());
-        return exit_code::usage;
+        return nullptr;
     }
-    const Limits& limits = fs->stats.limits;
-    if (!limits.rounding.empty()) spdlog::warn("{}", limits.rounding);
-    if (!limits.clamp_reason.empty()) {
-        const std::string line =
-            "max reply " + util::exact_size(limits.max_reply) + " instead of " +
-            util::exact_size(limits.max_reply_requested ? limits.max_reply_requested
-                                                        : limits.max_reply + 4096) +
-            ": " + limits.clamp_reason;
-        // Asked for: say so. Not asked for: the default is "largest that splices".
-        if (opts.max_reply)
-            spdlog::warn("{}", line);
-        else
-            spdlog::debug("{}", line);
-    }
-    switch (opts.cache) {
-    case CachePolicy::auto_:
-        fs->timeout = 1.0;
-        break;
-    case CachePolicy::always:
-        fs->timeout = 86400.0;
-        break;
-    case CachePolicy::never:
-        fs->timeout = 0.0;
-        break;
-    }
-    fs->stats.limits.fd_limit = fd_limit;
+    warn_about_limits(opts, fs->limits);
+    fs->timeout = entry_timeout(opts.cache);
+    fs->limits.fd_limit = fd_limit;
     fs->act_as_caller = geteuid() == 0;
-    {
-        const int n = getgroups(0, nullptr);
-        fs->daemon_groups.resize(static_cast<size_t>(std::max(n, 0)));
-        if (n > 0) getgroups(n, fs->daemon_groups.data());
-    }
+    const int n = getgroups(0, nullptr);
+    fs->daemon_groups.resize(static_cast<size_t>(std::max(n, 0)));
+    if (n > 0) getgroups(n, fs->daemon_groups.data());
+    return fs;
+}
 
-    const std::string mount_options = libfuse_mount_options(opts, limits);
-    std::vector<std::string> fuse_argv_storage{"splicefs", "-o", mount_options};
-    if (opts.debug) fuse_argv_storage.emplace_back("-d");
-    std::vector<char*> fuse_argv;
-    fuse_argv.reserve(fuse_argv_storage.size());
-    for (auto& arg : fuse_argv_storage)
-        fuse_argv.push_back(arg.data());
-    fuse_args args = FUSE_ARGS_INIT(static_cast<int>(fuse_argv.size()), fuse_argv.data());
-    fuse_session* session =
-        fuse_session_new(&args, &operations(), sizeof(fuse_lowlevel_ops), fs.get());
-    fuse_opt_free_args(&args); // libfuse may have copied and extended them
-    if (!session) {
+// The libfuse session, from creation to destruction: unmounted (if it was
+// mounted) and destroyed exactly once, on whichever path the mount ends.
+class Session {
+  public:
+    Session() = default;
+    Session(const Session&) = delete;
+    Session& operator=(const Session&) = delete;
+    ~Session() { end(); }
+    void end() {
+        if (!session_) return;
+        if (mounted_) fuse_session_unmount(session_);
+        fuse_session_destroy(session_);
+        session_ = nullptr;
+    }
+    fuse_session* get() const { return session_; }
+
+    // Phase 4. Returns false after saying why on stderr.
+    bool create(const Options& opts, Filesystem& fs) {
+        const std::string mount_options = libfuse_mount_options(opts, fs.limits);
+        std::vector<std::string> argv_storage{"splicefs", "-o", mount_options};
+        if (opts.debug) argv_storage.emplace_back("-d");
+        std::vector<char*> argv;
+        argv.reserve(argv_storage.size());
+        for (auto& arg : argv_storage)
+            argv.push_back(arg.data());
+        fuse_args args = FUSE_ARGS_INIT(static_cast<int>(argv.size()), argv.data());
+        session_ = fuse_session_new(&args, &operations(), sizeof(fuse_lowlevel_ops), &fs);
+        fuse_opt_free_args(&args); // libfuse may have copied and extended them
+        if (session_) return true;
         std::fprintf(stderr, "splicefs: invalid mount options '%s': %s\n", mount_options.c_str(),
                      last_libfuse_message().c_str());
-        return exit_code::usage;
+        return false;
     }
-    // A non-root mount goes through fusermount3, which prints its reasons to
-    // our stderr: catch them so that a failure is still one line. (Not with
-    // auto_unmount, where fusermount3 stays alive holding that stderr.)
-    const bool catch_fusermount = geteuid() != 0 && !opts.auto_unmount;
-    CapturedStderr fusermount_output(catch_fusermount);
-    const int mounted = fuse_session_mount(session, opts.mountpoint.c_str());
-    const std::string helper_said = fusermount_output.finish();
-    if (mounted != 0) {
+
+    // Phase 5. Returns false after saying why on stderr, in one line.
+    bool mount(const Options& opts) {
+        // A non-root mount goes through fusermount3, which prints its reasons
+        // to our stderr: catch them so that a failure is still one line. (Not
+        // with auto_unmount, where fusermount3 stays alive holding that stderr.)
+        CapturedStderr fusermount_output(geteuid() != 0 && !opts.auto_unmount);
+        const int result = fuse_session_mount(session_, opts.mountpoint.c_str());
+        const std::string helper_said = fusermount_output.finish();
+        mounted_ = result == 0;
+        if (mounted_) return true;
         std::string why = helper_said.empty() ? last_libfuse_message() : helper_said;
         if (why.rfind("fuse: ", 0) == 0) why = why.substr(6);
         std::fprintf(stderr, "splicefs: cannot mount '%s' on '%s': %s\n", opts.source.c_str(),
                      opts.mountpoint.c_str(), why.empty() ? "mount failed" : why.c_str());
-        fuse_session_destroy(session);
-        return exit_code::mount_failed;
+        return false;
     }
 
-    // Mounted. From here on a failure must unmount again.
-    fs->passthrough.install(session, fs->daemon_groups);
-    int report_fd = -1;
-    if (!opts.foreground) {
-        int fds[2];
-        if (pipe2(fds, O_CLOEXEC) < 0) {
-            std::fprintf(stderr, "splicefs: %s\n", std::strerror(errno));
-            fuse_session_unmount(session);
-            fuse_session_destroy(session);
-            return exit_code::system;
-        }
-        const pid_t pid = fork();
-        if (pid < 0) {
-            std::fprintf(stderr, "splicefs: fork: %s\n", std::strerror(errno));
-            fuse_session_unmount(session);
-            fuse_session_destroy(session);
-            return exit_code::system;
-        }
-        if (pid > 0) {
-            ::close(fds[1]);
-            wait_for_daemon(fds[0]);
-        }
-        ::close(fds[0]);
-        report_fd = fds[1];
-        setsid();
-        if (chdir("/") < 0) { /* keeps working from the old directory */
-        }
-        log_to_syslog(opts.log_level);
-    }
-    Reporter reporter(report_fd);
-    forward_libfuse_messages(true);
+  private:
+    fuse_session* session_ = nullptr;
+    bool mounted_ = false;
+};
 
-    // Signals are taken synchronously by the main thread; workers never see them.
+// Phase 6: into the background, unless --foreground. Returns the fd to
+// report the outcome on (-1 in the foreground); the parent never returns.
+std::optional<int> daemonize(const Options& opts) {
+    if (opts.foreground) return -1;
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) < 0) {
+        std::fprintf(stderr, "splicefs: %s\n", std::strerror(errno));
+        return std::nullopt;
+    }
+    const pid_t pid = fork();
+    if (pid < 0) {
+        std::fprintf(stderr, "splicefs: fork: %s\n", std::strerror(errno));
+        return std::nullopt;
+    }
+    if (pid > 0) {
+        ::close(fds[1]);
+        wait_for_daemon(fds[0]);
+    }
+    ::close(fds[0]);
+    setsid();
+    if (chdir("/") < 0) { /* keeps working from the old directory */
+    }
+    log_to_syslog(opts.log_level);
+    return fds[1];
+}
+
+// Signals are taken synchronously by the main thread; workers never see them.
+util::Fd take_signals() {
     sigset_t signals;
     sigemptyset(&signals);
     sigaddset(&signals, SIGTERM);
@@ -507,51 +538,20 @@ int run_mount(Options opts) {
     sigaddset(&signals, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &signals, nullptr);
     signal(SIGPIPE, SIG_IGN);
-    util::Fd signal_fd(signalfd(-1, &signals, SFD_CLOEXEC));
-    util::Fd workers_exited(eventfd(0, EFD_CLOEXEC));
+    return util::Fd(signalfd(-1, &signals, SFD_CLOEXEC));
+}
 
-    const unsigned threads = opts.worker_threads();
-    Workers workers(*fs, session, threads, workers_exited.get());
-    StatsServer stats_server(*fs);
-
-    // The first request on the mount waits for INIT, so once this stat
-    // returns the mount is usable.
-    struct stat root_st {};
-    if (stat(opts.mountpoint.c_str(), &root_st) < 0 || !fs->initialized) {
-        const int err = errno;
-        reporter.report(exit_code::mount_failed,
-                        "the kernel did not initialize the mount: " + describe_errno(err));
-        detach(opts.mountpoint);
-        workers.join();
-        fuse_session_unmount(session);
-        fuse_session_destroy(session);
-        return exit_code::mount_failed;
-    }
-    if (opts.flags.atime_needs_remount()) {
-        if (std::string error = set_atime_flags(opts.mountpoint, opts.flags); !error.empty()) {
-            reporter.report(exit_code::mount_failed, "setting the atime flags: " + error);
-            detach(opts.mountpoint);
-            workers.join();
-            fuse_session_unmount(session);
-            fuse_session_destroy(session);
-            return exit_code::mount_failed;
-        }
-    }
-    fs->stats.limits.readahead = set_readahead(opts.mountpoint, limits.max_reply);
-    if (std::string error = stats_server.start(root_st.st_dev); !error.empty())
-        spdlog::warn("stats will not be available: {}", error);
-    spdlog::info("mounted {} on {} (splice {}, max reply {}, {} threads)", opts.source,
-                 opts.mountpoint, limits.splice_mode, util::exact_size(limits.max_reply), threads);
-    reporter.report(exit_code::ok, "");
-    if (!opts.foreground) redirect_stdio_to_null();
-
+// Phase 7, once the mount is usable: serves until the workers stop, which
+// they do when the connection ends (unmount, abort). Returns whether it
+// ended while still mounted and not by our unmount (a broken connection).
+bool serve(const Options& opts, const Workers& workers, int signal_fd, int workers_exited,
+           dev_t mount_dev) {
     bool detached = false, connection_lost = false;
     while (workers.running() > 0) {
-        pollfd fds[2] = {{signal_fd.get(), POLLIN, 0}, {workers_exited.get(), POLLIN, 0}};
+        pollfd fds[2] = {{signal_fd, POLLIN, 0}, {workers_exited, POLLIN, 0}};
         if (poll(fds, 2, -1) < 0) continue;
-        if (fds[0].revents & POLLIN) {
-            signalfd_siginfo info{};
-            if (::read(signal_fd.get(), &info, sizeof info) != sizeof info) continue;
+        signalfd_siginfo info{};
+        if ((fds[0].revents & POLLIN) && ::read(signal_fd, &info, sizeof info) == sizeof info) {
             if (detached) {
                 // Files still open keep a lazily unmounted connection alive
                 // (even the daemon's own, had it reached its mount): a
@@ -559,7 +559,7 @@ int run_mount(Options opts) {
                 spdlog::info("signal {} again: ending the connection of {}; files still open "
                              "there fail with ENOTCONN",
                              info.ssi_signo, opts.mountpoint);
-                if (!abort_connection(root_st.st_dev)) {
+                if (!abort_connection(mount_dev)) {
                     spdlog::shutdown();
                     std::_Exit(exit_code::ok); // closing /dev/fuse aborts the connection
                 }
@@ -571,12 +571,12 @@ int run_mount(Options opts) {
         }
         if (fds[1].revents & POLLIN) {
             uint64_t count;
-            (void)!::read(workers_exited.get(), &count, sizeof count);
+            (void)!::read(workers_exited, &count, sizeof count);
             // A worker only stops when the connection is gone or broken. Gone
             // while still mounted and not by our unmount means it was broken
             // (aborted through fusectl): a failure. No mount may be left
             // that nobody serves.
-            if (!detached && still_mounted(opts.mountpoint, root_st.st_dev)) {
+            if (!detached && still_mounted(opts.mountpoint, mount_dev)) {
                 spdlog::error("the FUSE connection of {} ended while it was mounted",
                               opts.mountpoint);
                 connection_lost = true;
@@ -585,10 +585,68 @@ int run_mount(Options opts) {
             detached = true;
         }
     }
+    return connection_lost;
+}
+
+} // namespace
+
+int run_mount(Options opts) {
+    // The kernel has applied the caller's umask already, or leaves it to
+    // CallerUmask (POSIX ACLs).
+    umask(0);
+    if (!opts.foreground) close_inherited_fds(opts);
+    log_to_stderr(opts.log_level);
+
+    if (auto refused = check(opts)) return *refused;
+    auto source = open_source(opts);
+    if (!source) return exit_code::mount_failed;
+    const auto fs = make_filesystem(opts, std::move(*source));
+    if (!fs) return exit_code::usage;
+    Session session;
+    if (!session.create(opts, *fs)) return exit_code::usage;
+    if (!session.mount(opts)) return exit_code::mount_failed;
+
+    // Mounted: from here on, every way out unmounts (Session).
+    fs->passthrough.install(session.get(), fs->daemon_groups);
+    const auto report_fd = daemonize(opts);
+    if (!report_fd) return exit_code::system;
+    Reporter reporter(*report_fd);
+    forward_libfuse_messages(true);
+    const util::Fd signal_fd = take_signals();
+    const util::Fd workers_exited(eventfd(0, EFD_CLOEXEC));
+    const unsigned threads = opts.worker_threads();
+    Workers workers(*fs, session.get(), threads, workers_exited.get());
+    StatsServer stats_server(*fs);
+
+    // The first request on the mount waits for INIT, so once this stat
+    // returns the mount is usable.
+    struct stat root_st {};
+    std::string failure;
+    if (stat(opts.mountpoint.c_str(), &root_st) < 0 || !fs->initialized)
+        failure = "the kernel did not initialize the mount: " + describe_errno(errno);
+    else if (opts.flags.atime_needs_remount())
+        if (std::string error = set_atime_flags(opts.mountpoint, opts.flags); !error.empty())
+            failure = "setting the atime flags: " + error;
+    if (!failure.empty()) {
+        reporter.report(exit_code::mount_failed, failure);
+        detach(opts.mountpoint);
+        workers.join();
+        return exit_code::mount_failed;
+    }
+    fs->limits.readahead = set_readahead(opts.mountpoint, fs->limits.max_reply);
+    if (std::string error = stats_server.start(root_st.st_dev); !error.empty())
+        spdlog::warn("stats will not be available: {}", error);
+    spdlog::info("mounted {} on {} (splice {}, max reply {}, {} threads)", opts.source,
+                 opts.mountpoint, fs->limits.splice_mode, util::exact_size(fs->limits.max_reply),
+                 threads);
+    reporter.report(exit_code::ok, "");
+    if (!opts.foreground) redirect_stdio_to_null();
+
+    const bool connection_lost =
+        serve(opts, workers, signal_fd.get(), workers_exited.get(), root_st.st_dev);
     workers.join();
     stats_server.stop();
-    fuse_session_unmount(session);
-    fuse_session_destroy(session);
+    session.end();
     const bool failed = workers.failed() || connection_lost;
     if (failed)
         spdlog::error("unmounted {} after a failure", opts.mountpoint);
