@@ -143,7 +143,12 @@ void forget_multi(fuse_req_t req, size_t count, fuse_forget_data* forgets) {
     fuse_reply_none(req);
 }
 
-void mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
+namespace {
+
+// mkdir, mknod and symlink: one new name in `parent`, made as the caller,
+// of the type `mode` says (`link` is a symlink's target).
+void make_node(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev,
+               const char* link) {
     if (refused_in_synthetic_root(req, parent)) return;
     Filesystem& fs = fs_of(req);
     Inode& dir = fs.inodes.get(parent);
@@ -153,38 +158,30 @@ void mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
     {
         CallerCreds as_caller(fs, req);
         CallerUmask umask(fs, req);
-        result = as_caller.failed() ? (errno = EPERM, -1) : mkdirat(dir_fd.get(), name, mode);
+        if (as_caller.failed())
+            result = (errno = EPERM, -1);
+        else if (S_ISDIR(mode))
+            result = mkdirat(dir_fd.get(), name, mode & ~S_IFMT);
+        else if (S_ISLNK(mode))
+            result = symlinkat(link, dir_fd.get(), name);
+        else
+            result = mknodat(dir_fd.get(), name, mode, rdev);
     }
     reply_created(req, dir, name, result);
+}
+
+} // namespace
+
+void mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
+    make_node(req, parent, name, S_IFDIR | (mode & ~S_IFMT), 0, nullptr);
 }
 
 void mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev) {
-    if (refused_in_synthetic_root(req, parent)) return;
-    Filesystem& fs = fs_of(req);
-    Inode& dir = fs.inodes.get(parent);
-    const PathFd dir_fd = path_fd_or_reply(req, dir);
-    if (!dir_fd) return;
-    int result;
-    {
-        CallerCreds as_caller(fs, req);
-        CallerUmask umask(fs, req);
-        result = as_caller.failed() ? (errno = EPERM, -1) : mknodat(dir_fd.get(), name, mode, rdev);
-    }
-    reply_created(req, dir, name, result);
+    make_node(req, parent, name, mode, rdev, nullptr);
 }
 
 void symlink(fuse_req_t req, const char* link, fuse_ino_t parent, const char* name) {
-    if (refused_in_synthetic_root(req, parent)) return;
-    Filesystem& fs = fs_of(req);
-    Inode& dir = fs.inodes.get(parent);
-    const PathFd dir_fd = path_fd_or_reply(req, dir);
-    if (!dir_fd) return;
-    int result;
-    {
-        CallerCreds as_caller(fs, req);
-        result = as_caller.failed() ? (errno = EPERM, -1) : symlinkat(link, dir_fd.get(), name);
-    }
-    reply_created(req, dir, name, result);
+    make_node(req, parent, name, S_IFLNK, 0, link);
 }
 
 void link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t parent, const char* name) {
