@@ -326,126 +326,99 @@ std::vector<std::string> long_option_names() {
     return names;
 }
 
-ParseResult parse_mount_args(const std::vector<std::string>& args) {
-    ParseResult result;
-    auto fail = [&](const std::string& message) {
-        result.status = ParseStatus::error;
-        result.message = util::printable(message);
-        return result;
-    };
+namespace {
 
-    Expanded expanded = expand_o_options(args);
-    if (!expanded.error.empty()) return fail(expanded.error);
-    if (const auto unknown = first_unknown_option(expanded.argv); !unknown.empty())
-        return fail(unknown_option(unknown));
-
-    Options& o = result.options;
-    std::string threads_text, cache_text, splice_text, passthrough_text, max_reply_text;
-    std::vector<std::string> positionals;
-
-    CLI::App app{
-        "splicefs: a passthrough FUSE filesystem whose file data moves by splice, without copies",
-        "splicefs"};
-    app.set_help_flag(); // our own, so that -h prints and exits 0 through our path
+// What the command line gave as text, before it is checked.
+struct RawValues {
+    std::string threads, cache, splice, passthrough, max_reply;
+    std::vector<std::string> o_placeholder, positionals;
     bool want_help = false, want_version = false;
-    app.add_flag("-h,--help", want_help, "Print this help and exit");
-    app.add_flag("-V,--version", want_version, "Print the version and exit");
+};
+
+void declare_options(CLI::App& app, Options& o, RawValues& raw) {
+    app.set_help_flag(); // our own, so that -h prints and exits 0 through our path
+    app.add_flag("-h,--help", raw.want_help, "Print this help and exit");
+    app.add_flag("-V,--version", raw.want_version, "Print the version and exit");
     app.add_flag("-f,--foreground", o.foreground, "Stay in the foreground, log to stderr");
     app.add_flag("-d,--debug", o.debug, "Trace every request (implies --foreground)");
     app.add_flag("-s,--single-threaded", o.single_threaded, "Serve requests on one thread");
-    app.add_option("--threads", threads_text, "Worker threads (default: 2 per CPU, 4 to 16)")
+    app.add_option("--threads", raw.threads, "Worker threads (default: 2 per CPU, 4 to 16)")
         ->type_name("N");
     app.add_option("--log-level", o.log_level, "trace, debug, info, warn, error, critical or off")
         ->type_name("LEVEL");
-    app.add_option("--cache", cache_text,
+    app.add_option("--cache", raw.cache,
                    "Kernel caching: auto (1 s timeouts), always (long timeouts, keep_cache, "
                    "writeback), never (direct I/O, no timeouts)")
         ->type_name("POLICY");
-    app.add_option("--splice", splice_text,
+    app.add_option("--splice", raw.splice,
                    "Zero-copy mode: off, read (reads answered by splice, the default), write "
                    "(writes arrive by splice) or all")
         ->type_name("MODE");
     app.add_flag("--splice-move", o.splice_move, "Ask the kernel to move pages (SPLICE_F_MOVE)");
-    app.add_option("--passthrough", passthrough_text,
+    app.add_option("--passthrough", raw.passthrough,
                    "Kernel passthrough: off (the default) or auto (the kernel serves open files "
                    "itself where it and the daemon's privileges allow; their bytes are not "
                    "counted)")
         ->type_name("MODE");
-    app.add_option("--max-reply", max_reply_text,
+    app.add_option("--max-reply", raw.max_reply,
                    "Largest READ reply and WRITE request, e.g. 128K or 1M (default: the largest "
                    "that splices)")
         ->type_name("SIZE");
-    std::vector<std::string> o_placeholder;
-    app.add_option("-o", o_placeholder, "Mount options, see below")->type_name("OPT[,OPT...]");
-    app.add_option("source_mountpoint", positionals, "SOURCE MOUNTPOINT")->type_name("");
+    app.add_option("-o", raw.o_placeholder, "Mount options, see below")->type_name("OPT[,OPT...]");
+    app.add_option("source_mountpoint", raw.positionals, "SOURCE MOUNTPOINT")->type_name("");
     app.footer(help_footer());
     app.allow_extras(false);
+}
 
-    std::vector<std::string> reversed(expanded.argv.rbegin(), expanded.argv.rend());
-    reversed.pop_back(); // program name
-    try {
-        app.parse(reversed);
-    } catch (const CLI::ParseError& e) {
-        std::string what = e.what();
-        if (what.rfind("The following arguments were not expected: ", 0) == 0)
-            what = "unknown option or extra argument: " + what.substr(43);
-        return fail(what);
-    }
-    if (want_help) {
-        result.status = ParseStatus::exit_success;
-        result.message = help_text(app.help());
-        return result;
-    }
-    if (want_version) {
-        result.status = ParseStatus::exit_success;
-        // As sshfs -V: the library in use and the protocol it was built
-        // for; the kernel's own is agreed at each mount (splicefs stats).
-        result.message = std::string("splicefs ") + SPLICEFS_VERSION + "\nlibfuse " +
-                         fuse_pkgversion() + " (built with " + std::to_string(FUSE_MAJOR_VERSION) +
-                         "." + std::to_string(FUSE_MINOR_VERSION) + ")\nFUSE kernel interface " +
-                         std::to_string(FUSE_KERNEL_VERSION) + "." +
-                         std::to_string(FUSE_KERNEL_MINOR_VERSION) +
-                         " (headers; each mount's is in splicefs stats)\n";
-        return result;
-    }
+// As sshfs -V: the library in use and the protocol it was built for; the
+// kernel's own is agreed at each mount (splicefs stats).
+std::string version_text() {
+    return std::string("splicefs ") + SPLICEFS_VERSION + "\nlibfuse " + fuse_pkgversion() +
+           " (built with " + std::to_string(FUSE_MAJOR_VERSION) + "." +
+           std::to_string(FUSE_MINOR_VERSION) + ")\nFUSE kernel interface " +
+           std::to_string(FUSE_KERNEL_VERSION) + "." + std::to_string(FUSE_KERNEL_MINOR_VERSION) +
+           " (headers; each mount's is in splicefs stats)\n";
+}
 
+// Checks the option values given as text into `o`; returns the error, or "".
+std::string check_values(const CLI::App& app, const RawValues& raw, Options& o) {
     if (app.count("--threads")) {
         std::string error;
-        const auto n = util::parse_size(threads_text, &error);
-        if (!n || threads_text.find_first_not_of("0123456789") != std::string::npos ||
+        const auto n = util::parse_size(raw.threads, &error);
+        if (!n || raw.threads.find_first_not_of("0123456789") != std::string::npos ||
             *n > max_threads)
-            return fail("--threads must be a whole number from 1 to " +
-                        std::to_string(max_threads) + ", not '" + threads_text + "'");
+            return "--threads must be a whole number from 1 to " + std::to_string(max_threads) +
+                   ", not '" + raw.threads + "'";
         o.threads = static_cast<unsigned>(*n);
     }
     if (std::find(log_levels.begin(), log_levels.end(), o.log_level) == log_levels.end())
-        return fail("unknown log level '" + o.log_level +
-                    "' (use trace, debug, info, warn, error, critical or off)");
-    if (app.count("--cache") && !parse_enum(cache_text, cache_names, o.cache))
-        return fail("unknown cache policy '" + cache_text + "' (use auto, always or never)");
-    if (app.count("--splice") && !parse_enum(splice_text, splice_names, o.splice))
-        return fail("unknown splice mode '" + splice_text + "' (use off, read, write or all)");
+        return "unknown log level '" + o.log_level +
+               "' (use trace, debug, info, warn, error, critical or off)";
+    if (app.count("--cache") && !parse_enum(raw.cache, cache_names, o.cache))
+        return "unknown cache policy '" + raw.cache + "' (use auto, always or never)";
+    if (app.count("--splice") && !parse_enum(raw.splice, splice_names, o.splice))
+        return "unknown splice mode '" + raw.splice + "' (use off, read, write or all)";
     if (app.count("--passthrough") &&
-        !parse_enum(passthrough_text, passthrough_names, o.passthrough))
-        return fail("unknown passthrough mode '" + passthrough_text + "' (use off or auto)");
+        !parse_enum(raw.passthrough, passthrough_names, o.passthrough))
+        return "unknown passthrough mode '" + raw.passthrough + "' (use off or auto)";
     if (app.count("--max-reply")) {
         std::string error;
-        o.max_reply = util::parse_size(max_reply_text, &error);
-        if (!o.max_reply) return fail("--max-reply: " + error);
+        o.max_reply = util::parse_size(raw.max_reply, &error);
+        if (!o.max_reply) return "--max-reply: " + error;
     }
-    if (o.debug) {
-        o.foreground = true;
-        if (o.log_level == "info") o.log_level = "debug";
-    }
-
-    if (positionals.size() != 2)
-        return fail(positionals.size() < 2 ? "expected SOURCE and MOUNTPOINT (see --help)"
-                                           : "too many arguments: expected SOURCE and MOUNTPOINT");
-    o.source = positionals[0];
-    o.mountpoint = positionals[1];
+    if (raw.positionals.size() != 2)
+        return raw.positionals.size() < 2 ? "expected SOURCE and MOUNTPOINT (see --help)"
+                                          : "too many arguments: expected SOURCE and MOUNTPOINT";
+    o.source = raw.positionals[0];
+    o.mountpoint = raw.positionals[1];
     if (o.source.empty() || o.mountpoint.empty())
-        return fail(o.source.empty() ? "SOURCE is empty" : "MOUNTPOINT is empty");
+        return o.source.empty() ? "SOURCE is empty" : "MOUNTPOINT is empty";
+    return {};
+}
 
+// The long options given (for what an fstab line may not change), and the
+// -o options: ours, mount flags (resolved last-wins), and libfuse's.
+void apply_given(const Expanded& expanded, Options& o) {
     for (const auto& arg : expanded.argv) {
         if (arg.rfind("--", 0) == 0 && arg.size() > 2)
             o.given.push_back(arg.substr(
@@ -475,6 +448,50 @@ ParseResult parse_mount_args(const std::vector<std::string>& args) {
         }
         o.fuse_options.push_back(opt);
     }
+}
+
+} // namespace
+
+ParseResult parse_mount_args(const std::vector<std::string>& args) {
+    ParseResult result;
+    auto fail = [&](const std::string& message) {
+        result.status = ParseStatus::error;
+        result.message = util::printable(message);
+        return result;
+    };
+
+    Expanded expanded = expand_o_options(args);
+    if (!expanded.error.empty()) return fail(expanded.error);
+    if (const auto unknown = first_unknown_option(expanded.argv); !unknown.empty())
+        return fail(unknown_option(unknown));
+
+    Options& o = result.options;
+    RawValues raw;
+    CLI::App app{
+        "splicefs: a passthrough FUSE filesystem whose file data moves by splice, without copies",
+        "splicefs"};
+    declare_options(app, o, raw);
+    std::vector<std::string> reversed(expanded.argv.rbegin(), expanded.argv.rend());
+    reversed.pop_back(); // program name
+    try {
+        app.parse(reversed);
+    } catch (const CLI::ParseError& e) {
+        std::string what = e.what();
+        if (what.rfind("The following arguments were not expected: ", 0) == 0)
+            what = "unknown option or extra argument: " + what.substr(43);
+        return fail(what);
+    }
+    if (raw.want_help || raw.want_version) {
+        result.status = ParseStatus::exit_success;
+        result.message = raw.want_help ? help_text(app.help()) : version_text();
+        return result;
+    }
+    if (auto error = check_values(app, raw, o); !error.empty()) return fail(error);
+    if (o.debug) {
+        o.foreground = true;
+        if (o.log_level == "info") o.log_level = "debug";
+    }
+    apply_given(expanded, o);
     return result;
 }
 
