@@ -368,106 +368,125 @@ std::string prometheus_label(const std::string& s) {
     return out;
 }
 
-std::string prometheus(const std::vector<MountReport>& reports) {
-    std::string out;
-    auto family = [&](const std::string& name, const char* type, const char* help, auto each) {
-        out += fmt::format("# HELP {} {}\n# TYPE {} {}\n", name, help, name, type);
-        for (const auto& m : reports)
+// Prometheus's text format: one family at a time, a sample per mount.
+class PrometheusText {
+  public:
+    explicit PrometheusText(const std::vector<MountReport>& reports) : reports_(reports) {}
+    std::string& text() { return out_; }
+
+    template <typename Each>
+    void family(const std::string& name, const char* type, const char* help, Each each) {
+        out_ += fmt::format("# HELP {} {}\n# TYPE {} {}\n", name, help, name, type);
+        for (const auto& m : reports_)
             each(m.report,
                  "mountpoint=\"" + prometheus_label(report_value(m.report, "mountpoint")) + "\"");
-    };
-    auto by_path = [&](const std::string& name, const char* help, const std::string& dir,
-                       const std::string& what) {
+    }
+    // A counter by data path: spliced and copied.
+    void by_path(const std::string& name, const char* help, const std::string& dir,
+                 const std::string& what) {
         family(name, "counter", help, [&](const Report& r, const std::string& mp) {
             for (const char* path : {"spliced", "copied"})
-                out += fmt::format("{}{{{},path=\"{}\"}} {}\n", name, mp, path,
-                                   number(r, dir + "." + path + "_" + what));
+                out_ += fmt::format("{}{{{},path=\"{}\"}} {}\n", name, mp, path,
+                                    number(r, dir + "." + path + "_" + what));
         });
-    };
-    auto reasons = [&](const std::string& name, const char* help, const std::string& dir) {
+    }
+    // A counter by label `label`, one sample per report key under `prefix`.
+    void by_key(const std::string& name, const char* help, const std::string& prefix,
+                const char* label) {
         family(name, "counter", help, [&](const Report& r, const std::string& mp) {
-            for (const auto& [k, v] : with_prefix(r, dir + ".copy_reasons"))
-                out += fmt::format("{}{{{},reason=\"{}\"}} {}\n", name, mp, k, v);
+            for (const auto& [k, v] : with_prefix(r, prefix))
+                out_ += fmt::format("{}{{{},{}=\"{}\"}} {}\n", name, mp, label, k, v);
         });
-    };
-    by_path("splicefs_read_replies_total", "READ replies sent, by path (spliced or copied).",
-            "read", "replies");
-    by_path("splicefs_read_bytes_total", "File bytes sent in READ replies, by path.", "read",
-            "bytes");
-    reasons("splicefs_read_copies_total", "READ replies copied, by reason.", "read");
-    by_path("splicefs_write_requests_total", "WRITE requests served, by path.", "write",
-            "requests");
-    by_path("splicefs_write_bytes_total", "File bytes written by WRITE requests, by path.", "write",
-            "bytes");
-    reasons("splicefs_write_copies_total", "WRITE requests copied, by reason.", "write");
-    family("splicefs_opens_total", "counter",
-           "Opens of regular files, by path: passthrough (the kernel serves the bytes, not counted "
-           "here) or data_path.",
-           [&](const Report& r, const std::string& mp) {
-               for (const char* path : {"passthrough", "data_path"})
-                   out += fmt::format("splicefs_opens_total{{{},path=\"{}\"}} {}\n", mp, path,
-                                      number(r, std::string("opens.") + path));
-           });
-    family("splicefs_data_path_opens_total", "counter",
-           "Opens served by the data path, by the reason they were not passed through.",
-           [&](const Report& r, const std::string& mp) {
-               for (const auto& [k, v] : with_prefix(r, "opens.data_path_reasons"))
-                   out += fmt::format("splicefs_data_path_opens_total{{{},reason=\"{}\"}} {}\n", mp,
-                                      k, v);
-           });
+    }
+    void gauge(const std::string& name, const char* help, const std::string& key) {
+        family(name, "gauge", help, [&](const Report& r, const std::string& mp) {
+            out_ += fmt::format("{}{{{}}} {}\n", name, mp, number(r, key));
+        });
+    }
+
+  private:
+    const std::vector<MountReport>& reports_;
+    std::string out_;
+};
+
+void data_path_families(PrometheusText& p) {
+    p.by_path("splicefs_read_replies_total", "READ replies sent, by path (spliced or copied).",
+              "read", "replies");
+    p.by_path("splicefs_read_bytes_total", "File bytes sent in READ replies, by path.", "read",
+              "bytes");
+    p.by_key("splicefs_read_copies_total", "READ replies copied, by reason.", "read.copy_reasons",
+             "reason");
+    p.by_path("splicefs_write_requests_total", "WRITE requests served, by path.", "write",
+              "requests");
+    p.by_path("splicefs_write_bytes_total", "File bytes written by WRITE requests, by path.",
+              "write", "bytes");
+    p.by_key("splicefs_write_copies_total", "WRITE requests copied, by reason.",
+             "write.copy_reasons", "reason");
+    p.family("splicefs_opens_total", "counter",
+             "Opens of regular files, by path: passthrough (the kernel serves the bytes, not "
+             "counted here) or data_path.",
+             [&](const Report& r, const std::string& mp) {
+                 for (const char* path : {"passthrough", "data_path"})
+                     p.text() += fmt::format("splicefs_opens_total{{{},path=\"{}\"}} {}\n", mp,
+                                             path, number(r, std::string("opens.") + path));
+             });
+    p.by_key("splicefs_data_path_opens_total",
+             "Opens served by the data path, by the reason they were not passed through.",
+             "opens.data_path_reasons", "reason");
     // The same buckets for every mount at every scrape, as Prometheus wants:
     // le = 1, 2, 4, ... 2^31 bytes, then +Inf.
-    family("splicefs_read_reply_size_bytes", "histogram", "Sizes of READ replies.",
-           [&](const Report& r, const std::string& mp) {
-               uint64_t cumulative = 0;
-               for (size_t bucket = 0; bucket < histogram_buckets; ++bucket) {
-                   const std::string le = std::to_string(uint64_t{1} << bucket);
-                   cumulative += number(r, "read.size_histogram." + le);
-                   out += fmt::format("splicefs_read_reply_size_bytes_bucket{{{},le=\"{}\"}} {}\n",
-                                      mp, le, cumulative);
-               }
-               out += fmt::format("splicefs_read_reply_size_bytes_bucket{{{},le=\"+Inf\"}} {}\n",
-                                  mp, number(r, "read.replies"));
-               out += fmt::format("splicefs_read_reply_size_bytes_sum{{{}}} {}\n", mp,
-                                  number(r, "read.bytes"));
-               out += fmt::format("splicefs_read_reply_size_bytes_count{{{}}} {}\n", mp,
-                                  number(r, "read.replies"));
-           });
-    family("splicefs_max_reply_bytes", "gauge", "Largest READ reply and WRITE request in force.",
-           [&](const Report& r, const std::string& mp) {
-               out +=
-                   fmt::format("splicefs_max_reply_bytes{{{}}} {}\n", mp, number(r, "max_reply"));
-           });
-    auto gauge = [&](const std::string& name, const char* help, const std::string& key) {
-        family(name, "gauge", help, [&](const Report& r, const std::string& mp) {
-            out += fmt::format("{}{{{}}} {}\n", name, mp, number(r, key));
-        });
-    };
-    gauge("splicefs_inodes", "Source inodes the kernel holds through the mount.", "inodes");
-    gauge("splicefs_open_files", "Files open through the mount now.", "open_files");
-    gauge("splicefs_open_dirs", "Directories open through the mount now.", "open_dirs");
-    gauge("splicefs_inode_fds", "Inode file descriptors open now.", "inode_fds");
-    gauge("splicefs_inode_fd_budget", "Inode file descriptors the daemon keeps open at most.",
-          "inode_fd_budget");
-    gauge("splicefs_fd_limit", "The daemon's file descriptor limit (RLIMIT_NOFILE).", "fd_limit");
-    gauge("splicefs_passthrough_backing_files", "Backing files registered with the kernel now.",
-          "passthrough_backing_ids");
-    family("splicefs_info", "gauge", "The mount's configuration, as labels; always 1.",
-           [&](const Report& r, const std::string& mp) {
-               out += fmt::format("splicefs_info{{{},version=\"{}\",splice=\"{}\",cache=\"{}\","
-                                  "passthrough=\"{}\",max_reply=\"{}\"}} 1\n",
-                                  mp, prometheus_label(report_value(r, "version")),
-                                  prometheus_label(report_value(r, "splice")),
-                                  prometheus_label(report_value(r, "cache")),
-                                  prometheus_label(report_value(r, "passthrough_state")),
-                                  number(r, "max_reply"));
-           });
-    family("splicefs_start_time_seconds", "gauge", "When the mount's daemon started (Unix time).",
-           [&](const Report& r, const std::string& mp) {
-               out += fmt::format("splicefs_start_time_seconds{{{}}} {}\n", mp,
-                                  number(r, "started_unix"));
-           });
-    return out;
+    p.family("splicefs_read_reply_size_bytes", "histogram", "Sizes of READ replies.",
+             [&](const Report& r, const std::string& mp) {
+                 std::string& out = p.text();
+                 uint64_t cumulative = 0;
+                 for (size_t bucket = 0; bucket < histogram_buckets; ++bucket) {
+                     const std::string le = std::to_string(uint64_t{1} << bucket);
+                     cumulative += number(r, "read.size_histogram." + le);
+                     out +=
+                         fmt::format("splicefs_read_reply_size_bytes_bucket{{{},le=\"{}\"}} {}\n",
+                                     mp, le, cumulative);
+                 }
+                 out += fmt::format("splicefs_read_reply_size_bytes_bucket{{{},le=\"+Inf\"}} {}\n",
+                                    mp, number(r, "read.replies"));
+                 out += fmt::format("splicefs_read_reply_size_bytes_sum{{{}}} {}\n", mp,
+                                    number(r, "read.bytes"));
+                 out += fmt::format("splicefs_read_reply_size_bytes_count{{{}}} {}\n", mp,
+                                    number(r, "read.replies"));
+             });
+}
+
+void mount_families(PrometheusText& p) {
+    p.gauge("splicefs_max_reply_bytes", "Largest READ reply and WRITE request in force.",
+            "max_reply");
+    p.gauge("splicefs_inodes", "Source inodes the kernel holds through the mount.", "inodes");
+    p.gauge("splicefs_open_files", "Files open through the mount now.", "open_files");
+    p.gauge("splicefs_open_dirs", "Directories open through the mount now.", "open_dirs");
+    p.gauge("splicefs_inode_fds", "Inode file descriptors open now.", "inode_fds");
+    p.gauge("splicefs_inode_fd_budget", "Inode file descriptors the daemon keeps open at most.",
+            "inode_fd_budget");
+    p.gauge("splicefs_fd_limit", "The daemon's file descriptor limit (RLIMIT_NOFILE).", "fd_limit");
+    p.gauge("splicefs_passthrough_backing_files", "Backing files registered with the kernel now.",
+            "passthrough_backing_ids");
+    p.family("splicefs_info", "gauge", "The mount's configuration, as labels; always 1.",
+             [&](const Report& r, const std::string& mp) {
+                 p.text() +=
+                     fmt::format("splicefs_info{{{},version=\"{}\",splice=\"{}\",cache=\"{}\","
+                                 "passthrough=\"{}\",max_reply=\"{}\"}} 1\n",
+                                 mp, prometheus_label(report_value(r, "version")),
+                                 prometheus_label(report_value(r, "splice")),
+                                 prometheus_label(report_value(r, "cache")),
+                                 prometheus_label(report_value(r, "passthrough_state")),
+                                 number(r, "max_reply"));
+             });
+    p.gauge("splicefs_start_time_seconds", "When the mount's daemon started (Unix time).",
+            "started_unix");
+}
+
+std::string prometheus(const std::vector<MountReport>& reports) {
+    PrometheusText p(reports);
+    data_path_families(p);
+    mount_families(p);
+    return p.text();
 }
 
 enum class Format { human, json, prometheus };
@@ -543,29 +562,19 @@ int watch_lines(const std::vector<util::MountEntry>& mounts, double interval, bo
     }
 }
 
-int run_stats(const std::vector<std::string>& args) {
-    CLI::App app{"Report the zero-copy hit rates of running splicefs mounts", "splicefs stats"};
-    bool json = false;
-    std::string format_text = "human";
-    std::optional<double> watch;
+namespace {
+
+struct StatsArgs {
+    Format format = Format::human;
+    bool watching = false;
+    double interval = 0; // seconds, when watching
     std::vector<std::string> paths;
-    app.add_flag("--json", json, "Print one JSON object (same as --format json)");
-    app.add_option("--format", format_text, "human, json or prometheus")->type_name("FORMAT");
-    app.add_option("--watch", watch, "Redraw every SECONDS (default 2) with per-interval rates")
-        ->expected(0, 1)
-        ->type_name("[SECONDS]");
     std::string output;
-    app.add_option("--output", output,
-                   "Write to FILE through a temporary file renamed into place (node_exporter's "
-                   "textfile collector never sees half a file)")
-        ->type_name("FILE");
-    app.add_option("mountpoints", paths, "splicefs mountpoints (default: all)")
-        ->type_name("MOUNTPOINT");
-    app.footer("Exit status: 0 success, 1 usage error, 4 a mountpoint was no splicefs mount or its "
-               "daemon did not answer.");
-    // --watch's interval is optional: a word after it that is no number is
-    // a mountpoint.
-    std::vector<std::string> words = args;
+};
+
+// --watch's interval is optional: a word after it that is no number is a
+// mountpoint.
+std::vector<std::string> with_watch_interval(std::vector<std::string> words) {
     for (size_t i = 0; i < words.size(); ++i) {
         if (words[i] != "--watch") continue;
         const bool number_follows =
@@ -573,6 +582,30 @@ int run_stats(const std::vector<std::string>& args) {
             words[i + 1].find_first_not_of("0123456789.") == std::string::npos;
         if (!number_follows) words[i] = "--watch=2";
     }
+    return words;
+}
+
+// Fills `a`; returns the exit code when there is nothing more to do (help,
+// or a usage error it has reported).
+std::optional<int> parse_stats_args(const std::vector<std::string>& args, StatsArgs& a) {
+    CLI::App app{"Report the zero-copy hit rates of running splicefs mounts", "splicefs stats"};
+    bool json = false;
+    std::string format_text = "human";
+    std::optional<double> watch;
+    app.add_flag("--json", json, "Print one JSON object (same as --format json)");
+    app.add_option("--format", format_text, "human, json or prometheus")->type_name("FORMAT");
+    app.add_option("--watch", watch, "Redraw every SECONDS (default 2) with per-interval rates")
+        ->expected(0, 1)
+        ->type_name("[SECONDS]");
+    app.add_option("--output", a.output,
+                   "Write to FILE through a temporary file renamed into place (node_exporter's "
+                   "textfile collector never sees half a file)")
+        ->type_name("FILE");
+    app.add_option("mountpoints", a.paths, "splicefs mountpoints (default: all)")
+        ->type_name("MOUNTPOINT");
+    app.footer("Exit status: 0 success, 1 usage error, 4 a mountpoint was no splicefs mount or its "
+               "daemon did not answer.");
+    const std::vector<std::string> words = with_watch_interval(args);
     std::vector<std::string> reversed(words.rbegin(), words.rend());
     try {
         app.parse(reversed);
@@ -583,62 +616,86 @@ int run_stats(const std::vector<std::string>& args) {
         std::fprintf(stderr, "splicefs stats: %s\n", e.what());
         return exit_code::usage;
     }
-    Format format = Format::human;
-    if (json && app.count("--format") && format_text != "json") {
-        std::fprintf(stderr, "splicefs stats: --json and --format %s ask for two formats\n",
-                     format_text.c_str());
+    auto usage = [](const std::string& message) {
+        std::fprintf(stderr, "splicefs stats: %s\n", message.c_str());
         return exit_code::usage;
-    }
+    };
+    if (json && app.count("--format") && format_text != "json")
+        return usage("--json and --format " + format_text + " ask for two formats");
     if (json || format_text == "json")
-        format = Format::json;
+        a.format = Format::json;
     else if (format_text == "prometheus")
-        format = Format::prometheus;
-    else if (format_text != "human") {
-        std::fprintf(stderr,
-                     "splicefs stats: unknown format '%s' (use human, json or prometheus)\n",
-                     format_text.c_str());
-        return exit_code::usage;
-    }
-    const bool watching = app.count("--watch") > 0;
-    const double interval = watching ? watch.value_or(2.0) : 0;
-    if (watching && !(interval > 0)) {
-        std::fprintf(stderr, "splicefs stats: --watch needs a positive number of seconds\n");
-        return exit_code::usage;
-    }
+        a.format = Format::prometheus;
+    else if (format_text != "human")
+        return usage("unknown format '" + format_text + "' (use human, json or prometheus)");
+    a.watching = app.count("--watch") > 0;
+    a.interval = a.watching ? watch.value_or(2.0) : 0;
+    if (a.watching && !(a.interval > 0)) return usage("--watch needs a positive number of seconds");
+    if (!a.output.empty() && a.watching && a.format == Format::human)
+        return usage("--output with --watch needs --format json or prometheus");
+    return std::nullopt;
+}
 
-    int status = exit_code::ok;
+// The mounts to report on: those named (each checked, with one line for
+// each that is none), or every splicefs mount.
+std::vector<util::MountEntry> mounts_to_report(const std::vector<std::string>& paths, int& status) {
     std::vector<util::MountEntry> mounts;
     if (paths.empty()) {
         for (auto& m : util::read_mountinfo())
             if (is_splicefs_mount(m)) mounts.push_back(std::move(m));
-    } else {
-        for (const auto& path : paths) {
-            char resolved[PATH_MAX];
-            if (!realpath(path.c_str(), resolved)) {
-                std::fprintf(stderr, "splicefs stats: %s: %s\n", path.c_str(),
-                             errno == ENOTCONN ? "a FUSE mount whose daemon is gone: unmount it "
-                                                 "with 'fusermount3 -u MOUNTPOINT'"
-                                               : std::strerror(errno));
-                status = exit_code::stats_failed;
-                continue;
-            }
-            const auto m = util::find_mount(resolved);
-            if (!m || !is_splicefs_mount(*m)) {
-                std::fprintf(stderr, "splicefs stats: %s: not a splicefs mount\n", path.c_str());
-                status = exit_code::stats_failed;
-                continue;
-            }
-            mounts.push_back(*m);
+        return mounts;
+    }
+    for (const auto& path : paths) {
+        char resolved[PATH_MAX];
+        if (!realpath(path.c_str(), resolved)) {
+            std::fprintf(stderr, "splicefs stats: %s: %s\n", path.c_str(),
+                         errno == ENOTCONN ? "a FUSE mount whose daemon is gone: unmount it "
+                                             "with 'fusermount3 -u MOUNTPOINT'"
+                                           : std::strerror(errno));
+            status = exit_code::stats_failed;
+            continue;
         }
+        const auto m = util::find_mount(resolved);
+        if (!m || !is_splicefs_mount(*m)) {
+            std::fprintf(stderr, "splicefs stats: %s: not a splicefs mount\n", path.c_str());
+            status = exit_code::stats_failed;
+            continue;
+        }
+        mounts.push_back(*m);
     }
+    return mounts;
+}
 
-    if (!output.empty() && watching && format == Format::human) {
-        std::fprintf(stderr, "splicefs stats: --output with --watch needs --format json or "
-                             "prometheus\n");
-        return exit_code::usage;
+// One JSON document; while watching, each mount after the first round
+// carries the last interval's rates.
+std::string json_document(const std::vector<MountReport>& reports,
+                          const std::vector<Report>& previous, const StatsArgs& a, bool first) {
+    std::string out = "{\"schema_version\": 1, \"mounts\": [";
+    for (size_t i = 0; i < reports.size(); ++i) {
+        std::string mount = json_mount(reports[i].report);
+        if (a.watching && !first && i < previous.size()) {
+            mount.pop_back(); // the closing brace
+            mount +=
+                ", \"interval\": " + json_interval(reports[i].report, previous[i], a.interval) +
+                "}";
+        }
+        out += (i ? ", " : "") + mount;
     }
-    const bool colour = output.empty() && isatty(STDOUT_FILENO);
-    if (watching && format == Format::human) return watch_lines(mounts, interval, colour, status);
+    out += "]";
+    if (a.watching) out += fmt::format(", \"interval_seconds\": {}", first ? 0.0 : a.interval);
+    return out + "}\n";
+}
+
+} // namespace
+
+int run_stats(const std::vector<std::string>& args) {
+    StatsArgs a;
+    if (auto done = parse_stats_args(args, a)) return *done;
+    int status = exit_code::ok;
+    const std::vector<util::MountEntry> mounts = mounts_to_report(a.paths, status);
+    const bool colour = a.output.empty() && isatty(STDOUT_FILENO);
+    if (a.watching && a.format == Format::human)
+        return watch_lines(mounts, a.interval, colour, status);
     std::vector<Report> previous;
     for (bool first = true;; first = false) {
         std::vector<MountReport> reports;
@@ -653,41 +710,29 @@ int run_stats(const std::vector<std::string>& args) {
             }
         }
         std::string out;
-        if (format == Format::json) {
-            out = "{\"schema_version\": 1, \"mounts\": [";
-            for (size_t i = 0; i < reports.size(); ++i) {
-                std::string mount = json_mount(reports[i].report);
-                if (watching && !first && i < previous.size()) {
-                    mount.pop_back(); // the closing brace: add the last interval's rates
-                    mount += ", \"interval\": " +
-                             json_interval(reports[i].report, previous[i], interval) + "}";
-                }
-                out += (i ? ", " : "") + mount;
-            }
-            out += "]";
-            if (watching) out += fmt::format(", \"interval_seconds\": {}", first ? 0.0 : interval);
-            out += "}\n";
-        } else if (format == Format::prometheus) {
+        if (a.format == Format::json) {
+            out = json_document(reports, previous, a, first);
+        } else if (a.format == Format::prometheus) {
             out = prometheus(reports);
         } else {
-            if (reports.empty() && paths.empty()) out += "no splicefs mounts\n";
+            if (reports.empty() && a.paths.empty()) out += "no splicefs mounts\n";
             for (size_t i = 0; i < reports.size(); ++i)
                 out += (i ? "\n" : "") + human_mount(reports[i].report, colour);
         }
-        if (!output.empty()) {
-            if (std::string error = write_atomically(output, out); !error.empty()) {
-                std::fprintf(stderr, "splicefs stats: %s: %s\n", output.c_str(), error.c_str());
+        if (!a.output.empty()) {
+            if (std::string error = write_atomically(a.output, out); !error.empty()) {
+                std::fprintf(stderr, "splicefs stats: %s: %s\n", a.output.c_str(), error.c_str());
                 return exit_code::usage;
             }
         } else {
             std::fputs(out.c_str(), stdout);
             std::fflush(stdout);
         }
-        if (!watching) break;
+        if (!a.watching) break;
         previous.clear();
         for (auto& r : reports)
             previous.push_back(std::move(r.report));
-        std::this_thread::sleep_for(std::chrono::duration<double>(interval));
+        std::this_thread::sleep_for(std::chrono::duration<double>(a.interval));
     }
     return status;
 }
