@@ -6,6 +6,7 @@ splicefs's own copy mode (--splice off) in the same configuration. The
 serves open files itself where it may).
 
     sudo tests/bench/bench.py --binary build/splicefs [--size-gib 2] [--rounds 3]
+        [--baseline /tmp/old/build/splicefs]
 
 Not part of the test suite: timings say nothing on a shared machine unless
 compared within one run."""
@@ -139,6 +140,8 @@ class Mounted:
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--binary", required=True)
+    p.add_argument("--baseline", help="another splicefs build (say, the previous main), measured in the same "
+                   "rounds: every row then also gives its figure and the ratio to it")
     p.add_argument("--size-gib", type=float, default=2)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--dir", default="/dev/shm", help="where the source lives (default: tmpfs)")
@@ -167,6 +170,10 @@ def main():
     def record(key, value, cpu=None):
         results.setdefault(key, []).append((value, cpu))
 
+    # (key prefix, binary): the build under test, and the baseline's
+    # variants under "base:" keys.
+    builds = [("", args.binary)] + ([("base:", args.baseline)] if args.baseline else [])
+
     try:
         import random
         first_round = 0 if args.no_warmup else -1
@@ -180,41 +187,47 @@ def main():
             random.shuffle(order)
             for cache, block, readers in read_configs:
                 record(("read", "native", cache, block, readers), timed_read(data, size, block, readers))
-                for mode in order:
-                    extra = ["--cache", cache, "--max-reply", "1M"]
-                    with Mounted(args.binary, src, mnt, mode, extra) as m:
-                        before = clock_ticks_of(m.pid)
-                        rate = timed_read(os.path.join(mnt, "data"), size, block, readers)
-                        cpu = (clock_ticks_of(m.pid) - before) / hz / (size / GIB)
-                    record(("read", mode, cache, block, readers), rate, cpu)
+                for tag, binary in builds:
+                    for mode in order:
+                        extra = ["--cache", cache, "--max-reply", "1M"]
+                        with Mounted(binary, src, mnt, mode, extra) as m:
+                            before = clock_ticks_of(m.pid)
+                            rate = timed_read(os.path.join(mnt, "data"), size, block, readers)
+                            cpu = (clock_ticks_of(m.pid) - before) / hz / (size / GIB)
+                        record(("read", tag + mode, cache, block, readers), rate, cpu)
             wsize = min(size, GIB)
             record(("write", "native", "auto", MIB, 1), timed_write(os.path.join(src, "w"), wsize, MIB))
-            for mode in order:
-                with Mounted(args.binary, src, mnt, mode, ["--max-reply", "1M"]) as m:
-                    before = clock_ticks_of(m.pid)
-                    rate = timed_write(os.path.join(mnt, "w"), wsize, MIB)
-                    cpu = (clock_ticks_of(m.pid) - before) / hz / (wsize / GIB)
-                record(("write", mode, "auto", MIB, 1), rate, cpu)
+            for tag, binary in builds:
+                for mode in order:
+                    with Mounted(binary, src, mnt, mode, ["--max-reply", "1M"]) as m:
+                        before = clock_ticks_of(m.pid)
+                        rate = timed_write(os.path.join(mnt, "w"), wsize, MIB)
+                        cpu = (clock_ticks_of(m.pid) - before) / hz / (wsize / GIB)
+                    record(("write", tag + mode, "auto", MIB, 1), rate, cpu)
             # 4 KiB random reads through the page cache, file cached natively.
             rsize = min(size, GIB)
             timed_random_reads(data, rsize, 4096, 1000)
             record(("random", "native", "auto", 4096, 1), timed_random_reads(data, rsize, 4096, 20000))
-            for variant in ("read", PASSTHROUGH):
-                with Mounted(args.binary, src, mnt, variant, []):
-                    record(("random", variant, "auto", 4096, 1),
-                           timed_random_reads(os.path.join(mnt, "data"), rsize, 4096, 20000))
+            for tag, binary in builds:
+                for variant in ("read", PASSTHROUGH):
+                    with Mounted(binary, src, mnt, variant, []):
+                        record(("random", tag + variant, "auto", 4096, 1),
+                               timed_random_reads(os.path.join(mnt, "data"), rsize, 4096, 20000))
             # A second read of a file already read once through the mount.
             timed_read(data, size, MIB, 1)
             record(("reread", "native", "auto", MIB, 1), timed_read(data, size, MIB, 1))
-            for variant, cache in (("read", "auto"), ("read", "always"), (PASSTHROUGH, "auto")):
-                with Mounted(args.binary, src, mnt, variant, ["--cache", cache]):
-                    timed_read(os.path.join(mnt, "data"), size, MIB, 1)
-                    record(("reread", variant, cache, MIB, 1), timed_read(os.path.join(mnt, "data"), size, MIB, 1))
+            for tag, binary in builds:
+                for variant, cache in (("read", "auto"), ("read", "always"), (PASSTHROUGH, "auto")):
+                    with Mounted(binary, src, mnt, variant, ["--cache", cache]):
+                        timed_read(os.path.join(mnt, "data"), size, MIB, 1)
+                        record(("reread", tag + variant, cache, MIB, 1),
+                               timed_read(os.path.join(mnt, "data"), size, MIB, 1))
             files_dir = os.path.join(src, "files")
             os.mkdir(files_dir)
             record(("files", "native", "auto", 0, 1), timed_files(files_dir, 10000))
-            with Mounted(args.binary, src, mnt, "read", []):
-                record(("files", "read", "auto", 0, 1), timed_files(os.path.join(mnt, "files"), 10000))
+            for tag, binary in builds:
+                with Mounted(binary, src, mnt, "read", []):
+                    record(("files", tag + "read", "auto", 0, 1), timed_files(os.path.join(mnt, "files"), 10000))
             os.rmdir(files_dir)
     finally:
         if os.path.ismount(mnt):
@@ -228,6 +241,15 @@ def main():
 
     print(f"\nsplicefs benchmark: {size // MIB} MiB file in {args.dir}, medians of {args.rounds} interleaved rounds,"
           f" max reply 1M requested")
+    def vs_base(key, rate, unit=1e9):
+        """The baseline's figure for this row and this build's ratio to it."""
+        if not args.baseline:
+            return ""
+        base, _ = med((key[0], "base:" + key[1], *key[2:]))
+        return f"   baseline {base / unit:7.2f} ({rate / base:.2f}x)"
+
+    if args.baseline:
+        print(f"this build: {args.binary}; baseline: {args.baseline} (same rounds, interleaved)")
     print(f"{'what':<44} {'GB/s':>7} {'x native':>9} {'x copy':>7} {'CPU s/GiB':>10}")
     for kind in ("read", "write"):
         configs = read_configs if kind == "read" else [("auto", MIB, 1)]
@@ -244,23 +266,31 @@ def main():
                              else "")
                 name = " passthrough" if mode == PASSTHROUGH else " splice=" + mode
                 print(f"{label + name:<44} {rate / 1e9:7.2f} {rate / native:9.2f} "
-                      f"{rate / copy_rate:7.2f} {cpu_text}{ratio_cpu}")
+                      f"{rate / copy_rate:7.2f} {cpu_text}{ratio_cpu}"
+                      f"{vs_base((kind, mode, cache, block, readers), rate)}")
     native_r, _ = med(("random", "native", "auto", 4096, 1))
     print(f"{'read 4K random, page cache native':<44} {native_r / 1e3:7.1f}k/s {1:6.2f}")
     for variant in ("read", PASSTHROUGH):
         rate, _ = med(("random", variant, "auto", 4096, 1))
         label = "splice=read" if variant == "read" else variant
-        print(f"{'read 4K random, page cache ' + label:<44} {rate / 1e3:7.1f}k/s {rate / native_r:6.2f}")
+        print(f"{'read 4K random, page cache ' + label:<44} {rate / 1e3:7.1f}k/s {rate / native_r:6.2f}"
+              f"{vs_base(('random', variant, 'auto', 4096, 1), rate, 1e3)}")
     native_rr, _ = med(("reread", "native", "auto", MIB, 1))
     print(f"{'re-read 1M x1 native':<44} {native_rr / 1e9:7.2f} {1:9.2f}")
     for variant, cache in (("read", "auto"), ("read", "always"), (PASSTHROUGH, "auto")):
         rate, _ = med(("reread", variant, cache, MIB, 1))
         label = ("splice=read" if variant == "read" else variant) + f" cache={cache}"
-        print(f"{'re-read 1M x1 ' + label:<44} {rate / 1e9:7.2f} {rate / native_rr:9.2f}")
+        print(f"{'re-read 1M x1 ' + label:<44} {rate / 1e9:7.2f} {rate / native_rr:9.2f}"
+              f"{vs_base(('reread', variant, cache, MIB, 1), rate)}")
     native_t, _ = med(("files", "native", "auto", 0, 1))
     fuse_t, _ = med(("files", "read", "auto", 0, 1))
     print(f"{'10,000 files create+stat+unlink native':<44} {native_t:7.2f} s")
-    print(f"{'10,000 files create+stat+unlink splicefs':<44} {fuse_t:7.2f} s  ({fuse_t / native_t:.1f}x native)")
+    base_files = ""
+    if args.baseline:
+        base_t, _ = med(("files", "base:read", "auto", 0, 1))
+        base_files = f"   baseline {base_t:7.2f} s ({base_t / fuse_t:.2f}x as fast)"
+    print(f"{'10,000 files create+stat+unlink splicefs':<44} {fuse_t:7.2f} s  ({fuse_t / native_t:.1f}x native)"
+          f"{base_files}")
 
 
 if __name__ == "__main__":
