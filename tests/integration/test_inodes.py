@@ -287,6 +287,71 @@ for line in sys.stdin:
     def test_nothing_visible_changes_at_fd_limit_1000_by_name(self):
         self.check_nothing_visible_changes(1000, WITHOUT_FILE_HANDLES)
 
+    def check_removed_cwd_as_natively(self, prefix):
+        """A process whose cwd is a directory that another process then
+        removes, while the daemon (fd limit 200) is under pressure: what it
+        sees (getcwd, /proc/PID/cwd, creating, listing, stat of ".") is what
+        the same process sees natively."""
+        os.mkdir(self.ref)
+        for base in (self.src, self.ref):
+            for d in range(300):
+                os.mkdir(os.path.join(base, f"d{d}"))
+            os.mkdir(os.path.join(base, "gone"))
+            with open(os.path.join(base, "gone", "f"), "w") as f:
+                f.write("x")
+        script = """
+import errno, os, sys
+os.chdir(sys.argv[1])
+print("ready", flush=True)
+for line in sys.stdin:
+    q = line.strip()
+    try:
+        if q == "cwd": a = os.getcwd()
+        elif q == "create": a = os.open("new", os.O_CREAT | os.O_WRONLY, 0o644) >= 0
+        elif q == "list": a = sorted(os.listdir("."))
+        elif q == "stat": a = os.stat(".").st_nlink
+        else: a = os.readlink("/proc/self/cwd")
+    except OSError as e:
+        a = "error " + errno.errorcode[e.errno]
+    print(repr(a), flush=True)
+"""
+
+        def answers(base, pressure):
+            holder = subprocess.Popen([sys.executable, "-c", script, os.path.join(base, "gone")],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            try:
+                self.assertEqual(holder.stdout.readline().strip(), "ready")
+                os.unlink(os.path.join(base, "gone", "f"))
+                os.rmdir(os.path.join(base, "gone"))
+                pressure()
+                out = {}
+                for q in ("cwd", "proc", "create", "list", "stat"):
+                    holder.stdin.write(q + "\n")
+                    holder.stdin.flush()
+                    out[q] = eval(holder.stdout.readline())
+                return out
+            finally:
+                holder.stdin.close()
+                holder.wait()
+                holder.stdout.close()
+
+        native = answers(self.ref, lambda: None)
+        with Mount(self.src, self.mnt, fd_limit=200, prefix=prefix) as m:
+            def pressure():
+                for _ in range(3):
+                    subprocess.run(["find", self.mnt], capture_output=True, check=True)
+            through = answers(self.mnt, pressure)
+            self.assertGreater(m.stats()["inode_fds_reopened"], 0, "no fd pressure: the test proves nothing")
+            self.assertEqual(m.unmount(), 0, m.log)
+        native["proc"] = native["proc"].replace(self.ref, self.mnt)
+        self.assertEqual(through, native)
+
+    def test_a_removed_cwd_stays_as_natively_under_fd_pressure_by_file_handle(self):
+        self.check_removed_cwd_as_natively(())
+
+    def test_a_removed_cwd_stays_as_natively_under_fd_pressure_by_name(self):
+        self.check_removed_cwd_as_natively(WITHOUT_FILE_HANDLES)
+
     def test_inode_numbers_are_unique_across_filesystems_mounted_inside(self):
         """Two tmpfs inside SOURCE number their inodes alike; through the mount
         (one st_dev) every distinct source inode must still have its own
