@@ -145,6 +145,7 @@ struct Filesystem {
     double timeout = 1.0;       // entry and attribute timeouts, from the cache policy
     bool act_as_caller = false; // root daemon: create files with the caller's ids
     std::vector<gid_t> daemon_groups;
+    std::string kernel_protocol; // "7.45", from INIT (before `initialized`)
     std::atomic<bool> initialized{false};
     std::atomic<bool> writeback_cache{false}; // negotiated at INIT (--cache always)
     // POSIX ACLs negotiated at INIT: the kernel enforces them and leaves the

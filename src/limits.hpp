@@ -11,23 +11,22 @@
 namespace splicefs {
 
 // Sizes and modes actually in force, as opposed to those asked for.
-// Written before the workers start; INIT then writes only the fields it
-// marks, before the kernel sends any other request.
+// Written before the workers start (readahead once mounted, before the
+// stats socket opens); read-only afterwards.
 struct Limits {
     std::string splice_mode;
     bool splice_move = false;
     uint64_t max_reply_requested = 0; // 0: not given
     uint64_t max_reply = 0;           // bytes of data in one READ reply / WRITE request
     uint64_t max_read = 0, max_write = 0;
-    uint64_t max_pages = 0;   // INIT: what the kernel agreed to
+    uint64_t max_pages = 0;   // max_write in pages, as libfuse asks the kernel
     uint64_t pipe_size = 0;   // bytes per worker pipe
     uint64_t readahead = 0;   // bytes, of the mount's bdi (set once mounted)
     std::string clamp_reason; // why max_reply is below what was asked, or empty
     std::string rounding;     // how a --max-reply that was not whole pages was rounded, or empty
     std::string cache;
     unsigned threads = 0;
-    uint64_t fd_limit = 0;       // RLIMIT_NOFILE in force
-    std::string kernel_protocol; // INIT: "7.45", the kernel's FUSE protocol
+    uint64_t fd_limit = 0; // RLIMIT_NOFILE in force
 };
 
 // Settles the sizes in force for these options on this machine: max reply,

@@ -184,7 +184,7 @@ std::string StatsServer::report() const {
     add("inode_fds_reopened", fds.reopened);
     add("inode_identity", fds.file_handles ? "file handles" : "names");
     add("fd_limit", l.fd_limit);
-    add("kernel_protocol", l.kernel_protocol);
+    add("kernel_protocol", fs_.initialized ? fs_.kernel_protocol : std::string());
     const Passthrough& pt = fs_.passthrough;
     add("passthrough", to_string(fs_.opts.passthrough));
     add("passthrough_state", pt.state());

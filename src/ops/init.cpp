@@ -2,7 +2,6 @@
 #include "ops/ops.hpp"
 
 #include <spdlog/spdlog.h>
-#include <unistd.h>
 
 #include <string>
 
@@ -10,7 +9,7 @@ namespace splicefs::ops {
 
 void init(void* userdata, fuse_conn_info* conn) {
     auto& fs = *static_cast<Filesystem*>(userdata);
-    Limits& limits = fs.limits;
+    const Limits& limits = fs.limits;
     // Sizes were settled before mounting (limits.cpp, settle_limits); max_read
     // must agree with the max_read mount option.
     conn->max_write = static_cast<unsigned>(limits.max_write);
@@ -48,13 +47,10 @@ void init(void* userdata, fuse_conn_info* conn) {
     // Pages kept across opens (keep_cache) are dropped once the kernel sees
     // the source's mtime or size change.
     if (conn->capable & FUSE_CAP_AUTO_INVAL_DATA) conn->want |= FUSE_CAP_AUTO_INVAL_DATA;
-    // max_pages follows max_write in libfuse; a kernel without FUSE_MAX_PAGES
-    // stays at 32 pages.
-    const auto page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
-    limits.max_pages = (limits.max_write + page - 1) / page;
-    limits.kernel_protocol =
+    // (libfuse asks for max_pages from max_write, as settle_limits counted.)
+    fs.kernel_protocol =
         std::to_string(conn->proto_major) + "." + std::to_string(conn->proto_minor);
-    fs.initialized = true;
+    fs.initialized = true; // after everything INIT writes: the data path and stats read it then
     spdlog::debug("INIT: protocol 7.{}, max_write {}, max_read {}, max_readahead {}",
                   conn->proto_minor, conn->max_write, conn->max_read, conn->max_readahead);
 }
