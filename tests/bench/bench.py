@@ -106,6 +106,59 @@ def timed_random_reads(path, size, block, count):
     return count / elapsed
 
 
+def timed_direct_random_reads(path, size, block, count):
+    """Reads per second of `count` O_DIRECT reads of `block` bytes at random
+    aligned offsets: every one a round trip to the server."""
+    import random
+    rng = random.Random(2)
+    offsets = [rng.randrange(size // block) * block for _ in range(count)]
+    buf = mmap.mmap(-1, block)
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+    try:
+        start = time.monotonic()
+        for off in offsets:
+            os.preadv(fd, [buf], off)
+        elapsed = time.monotonic() - start
+    finally:
+        os.close(fd)
+        buf.close()
+    return count / elapsed
+
+
+def make_tree(root, dirs, files_per_dir, size):
+    """`dirs` directories, 20 to a parent, of `files_per_dir` files of `size` bytes."""
+    payload = os.urandom(size)
+    for d in range(dirs):
+        path = os.path.join(root, f"p{d // 20}", f"d{d}")
+        os.makedirs(path)
+        for i in range(files_per_dir):
+            with open(os.path.join(path, f"f{i}"), "wb") as f:
+                f.write(payload)
+
+
+def timed_find_stat(root):
+    """find ROOT | xargs stat: a walk, then a stat of every entry."""
+    start = time.monotonic()
+    find = subprocess.Popen(["find", root, "-print0"], stdout=subprocess.PIPE)
+    subprocess.run(["xargs", "-0", "-n", "4096", "stat", "--format=%i"], stdin=find.stdout,
+                   stdout=subprocess.DEVNULL, check=True)
+    find.stdout.close()
+    if find.wait() != 0:
+        raise RuntimeError("find failed")
+    return time.monotonic() - start
+
+
+def timed_tar(root, out):
+    """tar of every file under ROOT into OUT (a file: GNU tar does not read
+    the files when it writes to /dev/null)."""
+    start = time.monotonic()
+    with open(out, "wb") as f:
+        subprocess.run(["tar", "-C", root, "-cf", "-", "."], stdout=f, check=True)
+    elapsed = time.monotonic() - start
+    os.unlink(out)
+    return elapsed
+
+
 def timed_files(directory, count):
     start = time.monotonic()
     names = [os.path.join(directory, f"f{i}") for i in range(count)]
@@ -137,7 +190,7 @@ class Mounted:
             time.sleep(0.05)
 
 
-def main():
+def parse_args():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--binary", required=True)
     p.add_argument("--baseline", help="another splicefs build (say, the previous main), measured in the same "
@@ -148,149 +201,223 @@ def main():
     p.add_argument("--quick", action="store_true", help="fewer variants (1 MiB reads, modes off and read)")
     p.add_argument("--no-warmup", action="store_true",
                    help="skip the unrecorded first round (on VMs, memory touched for the first time is slow)")
-    args = p.parse_args()
-    size = int(args.size_gib * GIB) // MIB * MIB
-    hz = os.sysconf("SC_CLK_TCK")
+    p.add_argument("--only", choices=("all", "data", "metadata"), default="all",
+                   help="data rows (reads, writes), metadata rows (files, find+stat, tar, 4K direct reads), or both")
+    p.add_argument("--variant", action="append", default=[], metavar="OPTIONS",
+                   help="metadata rows: also measure splicefs with these options (say '--threads 1'); repeatable")
+    return p.parse_args()
 
+
+# Metadata rows: (key, label, unit). Times are seconds (lower is better),
+# direct reads are reads per second.
+METADATA_ROWS = (
+    ("files", "10,000 files create+stat+unlink", "s"),
+    ("findstat", "find+stat over the tree", "s"),
+    ("tar", "tar of the tree's small files", "s"),
+    ("direct4k", "read 4K random, direct I/O", "/s"),
+)
+
+
+class Bench:
+    def __init__(self, args, tmp):
+        self.args = args
+        self.size = int(args.size_gib * GIB) // MIB * MIB
+        self.tmp = tmp
+        self.src, self.mnt = os.path.join(tmp, "src"), os.path.join(tmp, "mnt")
+        self.data = os.path.join(self.src, "data")
+        self.modes = (("off", "read") if args.quick else MODES) + (PASSTHROUGH,)
+        blocks = (MIB,) if args.quick else (MIB, 128 * 1024)
+        self.read_configs = [(cache, block, readers) for cache in ("auto", "never") for block in blocks
+                             for readers in (1, 2)]
+        # (key prefix, binary): the build under test, and the baseline's
+        # variants under "base:" keys.
+        self.builds = [("", args.binary)] + ([("base:", args.baseline)] if args.baseline else [])
+        self.variants = [("splicefs", [])] + [("splicefs " + v, v.split()) for v in args.variant]
+        self.results = {}  # key -> list of (value, cpu s/GiB)
+
+    def prepare(self):
+        os.mkdir(self.src)
+        os.mkdir(self.mnt)
+        chunk = os.urandom(MIB)
+        with open(self.data, "wb") as f:
+            for _ in range(self.size // MIB):
+                f.write(chunk)
+        if self.args.only != "data":
+            make_tree(os.path.join(self.src, "tree"), 1000, 20, 2048)
+
+    def record(self, key, value, cpu=None):
+        self.results.setdefault(key, []).append((value, cpu))
+
+    def med(self, key):
+        vals = self.results[key]
+        cpus = [c for _, c in vals if c is not None]
+        return statistics.median(v for v, _ in vals), (statistics.median(cpus) if cpus else None)
+
+    def mounted(self, binary, variant, extra):
+        return Mounted(binary, self.src, self.mnt, variant, extra)
+
+    def data_round(self, order):
+        src, mnt, size, data = self.src, self.mnt, self.size, self.data
+        hz = os.sysconf("SC_CLK_TCK")
+        for cache, block, readers in self.read_configs:
+            self.record(("read", "native", cache, block, readers), timed_read(data, size, block, readers))
+            for tag, binary in self.builds:
+                for mode in order:
+                    extra = ["--cache", cache, "--max-reply", "1M"]
+                    with self.mounted(binary, mode, extra) as m:
+                        before = clock_ticks_of(m.pid)
+                        rate = timed_read(os.path.join(mnt, "data"), size, block, readers)
+                        cpu = (clock_ticks_of(m.pid) - before) / hz / (size / GIB)
+                    self.record(("read", tag + mode, cache, block, readers), rate, cpu)
+        wsize = min(size, GIB)
+        self.record(("write", "native", "auto", MIB, 1), timed_write(os.path.join(src, "w"), wsize, MIB))
+        for tag, binary in self.builds:
+            for mode in order:
+                with self.mounted(binary, mode, ["--max-reply", "1M"]) as m:
+                    before = clock_ticks_of(m.pid)
+                    rate = timed_write(os.path.join(mnt, "w"), wsize, MIB)
+                    cpu = (clock_ticks_of(m.pid) - before) / hz / (wsize / GIB)
+                self.record(("write", tag + mode, "auto", MIB, 1), rate, cpu)
+        # 4 KiB random reads through the page cache, file cached natively.
+        rsize = min(size, GIB)
+        timed_random_reads(data, rsize, 4096, 1000)
+        self.record(("random", "native", "auto", 4096, 1), timed_random_reads(data, rsize, 4096, 20000))
+        for tag, binary in self.builds:
+            for variant in ("read", PASSTHROUGH):
+                with self.mounted(binary, variant, []):
+                    self.record(("random", tag + variant, "auto", 4096, 1),
+                                timed_random_reads(os.path.join(mnt, "data"), rsize, 4096, 20000))
+        # A second read of a file already read once through the mount.
+        timed_read(data, size, MIB, 1)
+        self.record(("reread", "native", "auto", MIB, 1), timed_read(data, size, MIB, 1))
+        for tag, binary in self.builds:
+            for variant, cache in (("read", "auto"), ("read", "always"), (PASSTHROUGH, "auto")):
+                with self.mounted(binary, variant, ["--cache", cache]):
+                    timed_read(os.path.join(mnt, "data"), size, MIB, 1)
+                    self.record(("reread", tag + variant, cache, MIB, 1),
+                                timed_read(os.path.join(mnt, "data"), size, MIB, 1))
+
+    def metadata_one(self, root, row):
+        """One measurement of a metadata row under ROOT (the source or the mount)."""
+        if row == "files":
+            return timed_files(os.path.join(root, "files"), 10000)
+        if row == "findstat":
+            return timed_find_stat(os.path.join(root, "tree"))
+        if row == "tar":
+            return timed_tar(os.path.join(root, "tree"), os.path.join(self.tmp, "tree.tar"))
+        return timed_direct_random_reads(os.path.join(root, "data"), min(self.size, GIB), 4096, 20000)
+
+    def metadata_round(self):
+        """Every metadata row natively, then on a fresh mount per build,
+        variant and row, in a shuffled order."""
+        import random
+        jobs = [(row, tag, binary, label, extra) for row, _, _ in METADATA_ROWS for tag, binary in self.builds
+                for label, extra in self.variants]
+        random.shuffle(jobs)
+        os.mkdir(os.path.join(self.src, "files"))  # timed_files leaves it empty
+        try:
+            for row, _, _ in METADATA_ROWS:
+                self.record(("meta", row, "native"), self.metadata_one(self.src, row))
+            for row, tag, binary, label, extra in jobs:
+                with self.mounted(binary, "read", extra):
+                    self.record(("meta", row, tag + label), self.metadata_one(self.mnt, row))
+        finally:
+            shutil.rmtree(os.path.join(self.src, "files"), ignore_errors=True)
+
+    def vs_base(self, key, rate, unit=1e9):
+        """The baseline's figure for this row and this build's ratio to it."""
+        if not self.args.baseline:
+            return ""
+        base, _ = self.med((key[0], "base:" + key[1], *key[2:]))
+        return f"   baseline {base / unit:7.2f} ({rate / base:.2f}x)"
+
+    def print_data(self):
+        print(f"{'what':<44} {'GB/s':>7} {'x native':>9} {'x copy':>7} {'CPU s/GiB':>10}")
+        for kind in ("read", "write"):
+            configs = self.read_configs if kind == "read" else [("auto", MIB, 1)]
+            for cache, block, readers in configs:
+                native, _ = self.med((kind, "native", cache, block, readers))
+                label = (f"{kind} {'page cache' if cache == 'auto' else 'direct I/O'} {block // 1024}K x{readers}"
+                         if kind == "read" else "write 1M sequential + fsync")
+                print(f"{label + ' native':<44} {native / 1e9:7.2f} {1:9.2f}")
+                copy_rate, copy_cpu = self.med((kind, "off", cache, block, readers))
+                for mode in self.modes:
+                    rate, cpu = self.med((kind, mode, cache, block, readers))
+                    cpu_text = f"{cpu:10.3f}" if cpu is not None else ""
+                    ratio_cpu = (f" ({cpu / copy_cpu:.2f}x copy CPU)"
+                                 if copy_cpu and mode not in ("off", PASSTHROUGH) else "")
+                    name = " passthrough" if mode == PASSTHROUGH else " splice=" + mode
+                    print(f"{label + name:<44} {rate / 1e9:7.2f} {rate / native:9.2f} "
+                          f"{rate / copy_rate:7.2f} {cpu_text}{ratio_cpu}"
+                          f"{self.vs_base((kind, mode, cache, block, readers), rate)}")
+        native_r, _ = self.med(("random", "native", "auto", 4096, 1))
+        print(f"{'read 4K random, page cache native':<44} {native_r / 1e3:7.1f}k/s {1:6.2f}")
+        for variant in ("read", PASSTHROUGH):
+            rate, _ = self.med(("random", variant, "auto", 4096, 1))
+            label = "splice=read" if variant == "read" else variant
+            print(f"{'read 4K random, page cache ' + label:<44} {rate / 1e3:7.1f}k/s {rate / native_r:6.2f}"
+                  f"{self.vs_base(('random', variant, 'auto', 4096, 1), rate, 1e3)}")
+        native_rr, _ = self.med(("reread", "native", "auto", MIB, 1))
+        print(f"{'re-read 1M x1 native':<44} {native_rr / 1e9:7.2f} {1:9.2f}")
+        for variant, cache in (("read", "auto"), ("read", "always"), (PASSTHROUGH, "auto")):
+            rate, _ = self.med(("reread", variant, cache, MIB, 1))
+            label = ("splice=read" if variant == "read" else variant) + f" cache={cache}"
+            print(f"{'re-read 1M x1 ' + label:<44} {rate / 1e9:7.2f} {rate / native_rr:9.2f}"
+                  f"{self.vs_base(('reread', variant, cache, MIB, 1), rate)}")
+
+    def print_metadata(self):
+        print(f"\nmetadata (tree: 1,000 directories of 20 files of 2 KiB; a fresh mount for every figure)")
+        print(f"{'what':<60} {'figure':>10} {'x native':>9}")
+        for row, label, unit in METADATA_ROWS:
+            native, _ = self.med(("meta", row, "native"))
+            print(f"{label + ' native':<60} {self.figure(native, unit)} {1:9.2f}")
+            for tag, _ in self.builds:
+                for name, _ in self.variants:
+                    value, _ = self.med(("meta", row, tag + name))
+                    # "x native": how many times native's time, or the
+                    # fraction of native's rate.
+                    ratio = value / native
+                    who = ("baseline " if tag else "") + name
+                    print(f"{label + ' ' + who:<60} {self.figure(value, unit)} {ratio:9.2f}")
+
+    @staticmethod
+    def figure(value, unit):
+        return f"{value:8.3f} s" if unit == "s" else f"{value / 1e3:7.1f}k/s"
+
+
+def main():
+    args = parse_args()
     tmp = tempfile.mkdtemp(prefix="splicefs-bench-", dir=args.dir)
-    src, mnt = os.path.join(tmp, "src"), os.path.join(tmp, "mnt")
-    os.mkdir(src)
-    os.mkdir(mnt)
-    data = os.path.join(src, "data")
-    chunk = os.urandom(MIB)
-    with open(data, "wb") as f:
-        for _ in range(size // MIB):
-            f.write(chunk)
-
-    modes = (("off", "read") if args.quick else MODES) + (PASSTHROUGH,)
-    blocks = (MIB,) if args.quick else (MIB, 128 * 1024)
-    read_configs = [(cache, block, readers) for cache in ("auto", "never") for block in blocks for readers in (1, 2)]
-    results = {}  # key -> list of (throughput, cpu s/GiB)
-
-    def record(key, value, cpu=None):
-        results.setdefault(key, []).append((value, cpu))
-
-    # (key prefix, binary): the build under test, and the baseline's
-    # variants under "base:" keys.
-    builds = [("", args.binary)] + ([("base:", args.baseline)] if args.baseline else [])
-
+    bench = Bench(args, tmp)
     try:
         import random
+        bench.prepare()
         first_round = 0 if args.no_warmup else -1
         for rnd in range(first_round, args.rounds):
             print(f"round {rnd + 1}/{args.rounds}" if rnd >= 0 else "warm-up round", file=sys.stderr, flush=True)
             if rnd == 0:
-                results.clear()
+                bench.results.clear()
             # A different order of variants in every round, so that drift on a
             # shared machine does not favour one of them.
-            order = list(modes)
+            order = list(bench.modes)
             random.shuffle(order)
-            for cache, block, readers in read_configs:
-                record(("read", "native", cache, block, readers), timed_read(data, size, block, readers))
-                for tag, binary in builds:
-                    for mode in order:
-                        extra = ["--cache", cache, "--max-reply", "1M"]
-                        with Mounted(binary, src, mnt, mode, extra) as m:
-                            before = clock_ticks_of(m.pid)
-                            rate = timed_read(os.path.join(mnt, "data"), size, block, readers)
-                            cpu = (clock_ticks_of(m.pid) - before) / hz / (size / GIB)
-                        record(("read", tag + mode, cache, block, readers), rate, cpu)
-            wsize = min(size, GIB)
-            record(("write", "native", "auto", MIB, 1), timed_write(os.path.join(src, "w"), wsize, MIB))
-            for tag, binary in builds:
-                for mode in order:
-                    with Mounted(binary, src, mnt, mode, ["--max-reply", "1M"]) as m:
-                        before = clock_ticks_of(m.pid)
-                        rate = timed_write(os.path.join(mnt, "w"), wsize, MIB)
-                        cpu = (clock_ticks_of(m.pid) - before) / hz / (wsize / GIB)
-                    record(("write", tag + mode, "auto", MIB, 1), rate, cpu)
-            # 4 KiB random reads through the page cache, file cached natively.
-            rsize = min(size, GIB)
-            timed_random_reads(data, rsize, 4096, 1000)
-            record(("random", "native", "auto", 4096, 1), timed_random_reads(data, rsize, 4096, 20000))
-            for tag, binary in builds:
-                for variant in ("read", PASSTHROUGH):
-                    with Mounted(binary, src, mnt, variant, []):
-                        record(("random", tag + variant, "auto", 4096, 1),
-                               timed_random_reads(os.path.join(mnt, "data"), rsize, 4096, 20000))
-            # A second read of a file already read once through the mount.
-            timed_read(data, size, MIB, 1)
-            record(("reread", "native", "auto", MIB, 1), timed_read(data, size, MIB, 1))
-            for tag, binary in builds:
-                for variant, cache in (("read", "auto"), ("read", "always"), (PASSTHROUGH, "auto")):
-                    with Mounted(binary, src, mnt, variant, ["--cache", cache]):
-                        timed_read(os.path.join(mnt, "data"), size, MIB, 1)
-                        record(("reread", tag + variant, cache, MIB, 1),
-                               timed_read(os.path.join(mnt, "data"), size, MIB, 1))
-            files_dir = os.path.join(src, "files")
-            os.mkdir(files_dir)
-            record(("files", "native", "auto", 0, 1), timed_files(files_dir, 10000))
-            for tag, binary in builds:
-                with Mounted(binary, src, mnt, "read", []):
-                    record(("files", tag + "read", "auto", 0, 1), timed_files(os.path.join(mnt, "files"), 10000))
-            os.rmdir(files_dir)
+            if args.only != "metadata":
+                bench.data_round(order)
+            if args.only != "data":
+                bench.metadata_round()
     finally:
-        if os.path.ismount(mnt):
-            subprocess.run(["fusermount3", "-u", mnt])
+        if os.path.ismount(bench.mnt):
+            subprocess.run(["fusermount3", "-u", bench.mnt])
         shutil.rmtree(tmp, ignore_errors=True)
 
-    def med(key):
-        vals = results[key]
-        cpus = [c for _, c in vals if c is not None]
-        return statistics.median(v for v, _ in vals), (statistics.median(cpus) if cpus else None)
-
-    print(f"\nsplicefs benchmark: {size // MIB} MiB file in {args.dir}, medians of {args.rounds} interleaved rounds,"
-          f" max reply 1M requested")
-    def vs_base(key, rate, unit=1e9):
-        """The baseline's figure for this row and this build's ratio to it."""
-        if not args.baseline:
-            return ""
-        base, _ = med((key[0], "base:" + key[1], *key[2:]))
-        return f"   baseline {base / unit:7.2f} ({rate / base:.2f}x)"
-
+    print(f"\nsplicefs benchmark: {bench.size // MIB} MiB file in {args.dir}, medians of {args.rounds} interleaved "
+          f"rounds, max reply 1M requested")
     if args.baseline:
         print(f"this build: {args.binary}; baseline: {args.baseline} (same rounds, interleaved)")
-    print(f"{'what':<44} {'GB/s':>7} {'x native':>9} {'x copy':>7} {'CPU s/GiB':>10}")
-    for kind in ("read", "write"):
-        configs = read_configs if kind == "read" else [("auto", MIB, 1)]
-        for cache, block, readers in configs:
-            native, _ = med((kind, "native", cache, block, readers))
-            label = (f"{kind} {'page cache' if cache == 'auto' else 'direct I/O'} {block // 1024}K x{readers}"
-                     if kind == "read" else f"write 1M sequential + fsync")
-            print(f"{label + ' native':<44} {native / 1e9:7.2f} {1:9.2f}")
-            copy_rate, copy_cpu = med((kind, "off", cache, block, readers))
-            for mode in modes:
-                rate, cpu = med((kind, mode, cache, block, readers))
-                cpu_text = f"{cpu:10.3f}" if cpu is not None else ""
-                ratio_cpu = (f" ({cpu / copy_cpu:.2f}x copy CPU)" if copy_cpu and mode not in ("off", PASSTHROUGH)
-                             else "")
-                name = " passthrough" if mode == PASSTHROUGH else " splice=" + mode
-                print(f"{label + name:<44} {rate / 1e9:7.2f} {rate / native:9.2f} "
-                      f"{rate / copy_rate:7.2f} {cpu_text}{ratio_cpu}"
-                      f"{vs_base((kind, mode, cache, block, readers), rate)}")
-    native_r, _ = med(("random", "native", "auto", 4096, 1))
-    print(f"{'read 4K random, page cache native':<44} {native_r / 1e3:7.1f}k/s {1:6.2f}")
-    for variant in ("read", PASSTHROUGH):
-        rate, _ = med(("random", variant, "auto", 4096, 1))
-        label = "splice=read" if variant == "read" else variant
-        print(f"{'read 4K random, page cache ' + label:<44} {rate / 1e3:7.1f}k/s {rate / native_r:6.2f}"
-              f"{vs_base(('random', variant, 'auto', 4096, 1), rate, 1e3)}")
-    native_rr, _ = med(("reread", "native", "auto", MIB, 1))
-    print(f"{'re-read 1M x1 native':<44} {native_rr / 1e9:7.2f} {1:9.2f}")
-    for variant, cache in (("read", "auto"), ("read", "always"), (PASSTHROUGH, "auto")):
-        rate, _ = med(("reread", variant, cache, MIB, 1))
-        label = ("splice=read" if variant == "read" else variant) + f" cache={cache}"
-        print(f"{'re-read 1M x1 ' + label:<44} {rate / 1e9:7.2f} {rate / native_rr:9.2f}"
-              f"{vs_base(('reread', variant, cache, MIB, 1), rate)}")
-    native_t, _ = med(("files", "native", "auto", 0, 1))
-    fuse_t, _ = med(("files", "read", "auto", 0, 1))
-    print(f"{'10,000 files create+stat+unlink native':<44} {native_t:7.2f} s")
-    base_files = ""
-    if args.baseline:
-        base_t, _ = med(("files", "base:read", "auto", 0, 1))
-        base_files = f"   baseline {base_t:7.2f} s ({base_t / fuse_t:.2f}x as fast)"
-    print(f"{'10,000 files create+stat+unlink splicefs':<44} {fuse_t:7.2f} s  ({fuse_t / native_t:.1f}x native)"
-          f"{base_files}")
+    if args.only != "metadata":
+        bench.print_data()
+    if args.only != "data":
+        bench.print_metadata()
 
 
 if __name__ == "__main__":
