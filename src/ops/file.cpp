@@ -72,6 +72,9 @@ void fill_open_reply(Filesystem& fs, fuse_file_info* fi, util::Fd fd, int flags,
         fi->keep_cache = false;
         return;
     }
+    // close() of a file opened only to read has nothing to report: no
+    // FLUSH round trip (the kernel still flushes under writeback caching).
+    fi->noflush = (flags & O_ACCMODE) == O_RDONLY;
     fi->direct_io = fs.opts.cache == CachePolicy::never || cannot_read;
     // Cached pages survive the open; with auto the kernel drops them when
     // it sees the source's mtime or size change (FUSE_CAP_AUTO_INVAL_DATA,

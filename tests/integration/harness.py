@@ -327,13 +327,13 @@ def write_file(path, data, mode=0o644):
         os.close(fd)
 
 
-def open_until_emfile(path, most=200):
+def open_until_emfile(path, most=200, flags=os.O_RDONLY):
     """Opens path again and again until the daemon runs out of fds (EMFILE)
     or `most` opens succeed; returns the fds."""
     fds = []
     while len(fds) < most:
         try:
-            fds.append(os.open(path, os.O_RDONLY))
+            fds.append(os.open(path, flags))
         except OSError as e:
             if e.errno != errno.EMFILE:
                 for fd in fds:
