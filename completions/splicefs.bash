@@ -11,8 +11,8 @@ _splicefs()
     _init_completion -n = || return
 
     local long_opts="--help --version --foreground --debug --single-threaded --threads --log-level --cache
-        --splice --splice-move --passthrough --max-reply"
-    local o_keys="foreground debug single_threaded threads= log_level= cache= splice= splice_move passthrough= max_reply=
+        --splice --splice-move --passthrough --io-uring --max-reply"
+    local o_keys="foreground debug single_threaded threads= log_level= cache= splice= splice_move passthrough= io_uring max_reply=
         allow_other allow_root default_permissions ro rw auto_unmount fsname= subtype= dev nodev suid nosuid
         exec noexec atime noatime relatime strictatime nodiratime sync async dirsync
         defaults nofail _netdev auto noauto user users nouser"

@@ -14,6 +14,8 @@ constexpr size_t out_header_size = sizeof(fuse_out_header);
 // Room for any request but WRITE: a 64 KiB xattr value with its name.
 constexpr size_t smallest_room = size_t{128} * 1024;
 
+thread_local Channel* redirected_replies = nullptr;
+
 int minus_errno_or(int fallback) {
     return errno ? -errno : -fallback;
 }
@@ -162,6 +164,18 @@ ssize_t Channel::device_splice_from_pipe(int pipe_read_fd, size_t size, unsigned
 ssize_t Channel::file_splice_to_pipe(int fd, loff_t* offset, int pipe_write_fd, size_t size,
                                      unsigned flags) {
     return splice(fd, offset, pipe_write_fd, nullptr, size, flags);
+}
+
+ReplyRedirect::ReplyRedirect(Channel& channel) {
+    redirected_replies = &channel;
+}
+
+ReplyRedirect::~ReplyRedirect() {
+    redirected_replies = nullptr;
+}
+
+Channel* ReplyRedirect::current() {
+    return redirected_replies;
 }
 
 } // namespace splicefs

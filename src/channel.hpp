@@ -77,9 +77,15 @@ class Channel {
     // Reads it into data(), where Request::write_data() then finds it.
     int pipe_data_to_buffer(const Request& request);
 
-    // The page-aligned buffer a READ reply is copied into.
+    // The page-aligned buffer a READ reply is copied into. A page of room
+    // lies before it (where a received WRITE's headers go).
     char* data() const { return data_; }
     size_t data_room() const { return data_room_; }
+
+    // Whether messages can move by splice on this channel (not over io_uring).
+    virtual bool splices() const { return true; }
+    // A whole reply that libfuse built (ReplyRedirect).
+    ssize_t write_message(const iovec* iov, int count) { return device_writev(iov, count); }
 
   protected:
     // The syscalls that move bytes across the device, and the one that
@@ -111,6 +117,19 @@ class Channel {
     char* data_ = nullptr;
     size_t data_room_ = 0;
     fuse_out_header spliced_header_{}; // in the pipe by reference until sent
+};
+
+// While one lives, the replies libfuse sends on this thread go to
+// `channel` instead of /dev/fuse (FUSE over io_uring: libfuse 3.14 writes
+// every reply from inside the fuse_reply_*() call on the handling thread).
+class ReplyRedirect {
+  public:
+    explicit ReplyRedirect(Channel& channel);
+    ~ReplyRedirect();
+    ReplyRedirect(const ReplyRedirect&) = delete;
+    ReplyRedirect& operator=(const ReplyRedirect&) = delete;
+    // This thread's channel for libfuse's replies, or nullptr: /dev/fuse.
+    static Channel* current();
 };
 
 } // namespace splicefs

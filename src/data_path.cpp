@@ -45,8 +45,9 @@ Transfer DataHandlers::read(const Request& request) {
     const uint64_t unique = request.in->unique;
     auto& handle = handle_from_fh<FileHandle>(arg.fh);
     const size_t size = std::min<uint64_t>(arg.size, max_reply_);
-    CopyReason reason =
-        splice_reads_ ? why_not_splice(handle, arg.offset, size) : CopyReason::splice_off;
+    CopyReason reason = !splice_reads_        ? CopyReason::splice_off
+                        : !channel_.splices() ? CopyReason::io_uring
+                                              : why_not_splice(handle, arg.offset, size);
     if (reason == CopyReason::count_) {
         if (auto reply = read_by_splice(unique, handle, arg.offset, size, reason)) return *reply;
     }
@@ -131,6 +132,7 @@ Transfer DataHandlers::write(Request& request) {
     auto& handle = handle_from_fh<FileHandle>(request.arg<fuse_write_in>().fh);
     if (request.data_in_pipe > 0) return write_from_pipe(request, handle);
     const CopyReason reason = !splice_writes_                ? CopyReason::splice_off
+                              : !channel_.splices()          ? CopyReason::io_uring
                               : !channel_.splices_requests() ? CopyReason::pipe_too_small
                                                              : CopyReason::small;
     return write_from_buffer(request, handle, reason);
@@ -215,8 +217,9 @@ namespace {
 // One worker: its own channel (pipe, buffer), its own counters.
 class Worker {
   public:
-    Worker(Filesystem& fs, fuse_session* session)
-        : fs_(fs), session_(session), counters_(fs.stats.register_thread()),
+    Worker(Filesystem& fs, fuse_session* session, int exit_eventfd)
+        : fs_(fs), session_(session), exit_eventfd_(exit_eventfd),
+          counters_(fs.stats.register_thread()),
           channel_(fuse_session_fd(session), fs.limits.max_write,
                    fs.opts.splice_reads() || fs.opts.splice_writes() ? fs.limits.pipe_size : 0,
                    fs.opts.splice_writes()),
@@ -269,10 +272,14 @@ class Worker {
         buf.size = request.size;
         buf.mem = const_cast<fuse_in_header*>(request.in);
         fuse_session_process_buf(session_, &buf);
+        // The kernel has taken the INIT reply: the io_uring queues may
+        // register now (until they all have, requests wait in the kernel).
+        if (opcode == FUSE_INIT) fs_.uring.start(fs_, session_, exit_eventfd_);
     }
 
     Filesystem& fs_;
     fuse_session* session_;
+    int exit_eventfd_;
     ThreadCounters& counters_;
     Channel channel_;
     DataHandlers handlers_;
@@ -294,7 +301,7 @@ Workers::Workers(Filesystem& fs, fuse_session* session, unsigned threads, int ex
             // A umask of its own (CallerUmask): threads share one otherwise.
             if (unshare(CLONE_FS) < 0) spdlog::warn("unshare(CLONE_FS): {}", std::strerror(errno));
             {
-                Worker worker(fs, session);
+                Worker worker(fs, session, exit_eventfd);
                 if (!worker.run()) impl_->failed = true;
             }
             --impl_->running;

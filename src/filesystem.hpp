@@ -6,6 +6,7 @@
 #include "options.hpp"
 #include "passthrough.hpp"
 #include "stats.hpp"
+#include "uring.hpp"
 #include "util/fd.hpp"
 #include "util/handoff.hpp"
 
@@ -134,12 +135,13 @@ struct Filesystem {
     // `inode_fds`, `file_handles`: see InodeTable.
     Filesystem(Options options, util::Fd root_fd, size_t inode_fds, bool file_handles)
         : opts(std::move(options)), inodes(std::move(root_fd), inode_fds, file_handles),
-          inode_numbers(inodes.root().dev), passthrough(opts.passthrough) {}
+          inode_numbers(inodes.root().dev), passthrough(opts.passthrough), uring(opts.io_uring) {}
 
     Options opts;
     InodeTable inodes;
     InodeNumbers inode_numbers;
     Passthrough passthrough;
+    Uring uring;
     Limits limits; // settle_limits(), before mounting
     Stats stats;
     double timeout = 1.0;       // entry and attribute timeouts, from the cache policy

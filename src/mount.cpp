@@ -631,20 +631,22 @@ int run_mount(Options opts) {
         reporter.report(exit_code::mount_failed, failure);
         detach(opts.mountpoint);
         workers.join();
+        fs->uring.stop();
         return exit_code::mount_failed;
     }
     fs->limits.readahead = set_readahead(opts.mountpoint, fs->limits.max_reply);
     if (std::string error = stats_server.start(root_st.st_dev); !error.empty())
         spdlog::warn("stats will not be available: {}", error);
-    spdlog::info("mounted {} on {} (splice {}, max reply {}, {} threads)", opts.source,
-                 opts.mountpoint, fs->limits.splice_mode, util::exact_size(fs->limits.max_reply),
-                 threads);
+    spdlog::info("mounted {} on {} (splice {}, max reply {}, {} threads, requests by {})",
+                 opts.source, opts.mountpoint, fs->limits.splice_mode,
+                 util::exact_size(fs->limits.max_reply), threads, fs->uring.state());
     reporter.report(exit_code::ok, "");
     if (!opts.foreground) redirect_stdio_to_null();
 
     const bool connection_lost =
         serve(opts, workers, signal_fd.get(), workers_exited.get(), root_st.st_dev);
     workers.join();
+    fs->uring.stop(); // its queues end with the connection, as the workers do
     stats_server.stop();
     session.end();
     const bool failed = workers.failed() || connection_lost;

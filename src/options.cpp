@@ -93,7 +93,7 @@ struct OptionSpec {
 
 // The long options of the mount form; `-o key[=value]` maps onto these with
 // underscores or dashes.
-constexpr std::array<OptionSpec, 11> mount_long_options{{
+constexpr std::array<OptionSpec, 12> mount_long_options{{
     {"foreground", false},
     {"debug", false},
     {"single-threaded", false},
@@ -103,6 +103,7 @@ constexpr std::array<OptionSpec, 11> mount_long_options{{
     {"splice", true},
     {"splice-move", false},
     {"passthrough", true},
+    {"io-uring", false},
     {"max-reply", true},
     {"help", false},
 }};
@@ -360,6 +361,9 @@ void declare_options(CLI::App& app, Options& o, RawValues& raw) {
                    "itself where it and the daemon's privileges allow; their bytes are not "
                    "counted)")
         ->type_name("MODE");
+    app.add_flag("--io-uring", o.io_uring,
+                 "Carry requests by FUSE over io_uring (Linux 6.14+, when the fuse module's "
+                 "enable_uring is 1): one queue per CPU, data copied, never spliced");
     app.add_option("--max-reply", raw.max_reply,
                    "Largest READ reply and WRITE request, e.g. 128K or 1M (default: the largest "
                    "that splices)")

@@ -1,5 +1,6 @@
 #include "passthrough.hpp"
 
+#include "channel.hpp"
 #include "creds.hpp"
 
 #include <fcntl.h>
@@ -90,6 +91,7 @@ void amend(const Amendment& a, iovec* iov, int count) {
 
 ssize_t write_reply(int fd, iovec* iov, int count, void*) {
     amend(std::exchange(next_reply, {}), iov, count);
+    if (Channel* channel = ReplyRedirect::current()) return channel->write_message(iov, count);
     return ::writev(fd, iov, count);
 }
 
@@ -127,13 +129,14 @@ void Passthrough::kernel_init(const fuse_init_in& in, size_t size) {
     const size_t flags2_end = offsetof(fuse_init_in, flags2) + sizeof in.flags2;
     kernel_init_ext_ = (in.flags & FUSE_INIT_EXT) && size >= flags2_end;
     const uint32_t flags2 = kernel_init_ext_ ? in.flags2 : 0;
+    kernel_flags2_ = flags2;
     kernel_offers_ = (flags2 & flags2_of(init_passthrough)) != 0;
     kernel_offers_direct_io_mmap_ = (flags2 & flags2_of(init_direct_io_allow_mmap)) != 0;
 }
 
-void Passthrough::negotiate(bool writeback_cache) {
+void Passthrough::negotiate(bool writeback_cache, uint32_t other_flags2) {
     writeback_ = writeback_cache;
-    uint32_t flags2 = 0;
+    uint32_t flags2 = other_flags2;
     if (kernel_offers_direct_io_mmap_) {
         flags2 |= flags2_of(init_direct_io_allow_mmap);
         direct_io_mmap_ = true;

@@ -52,9 +52,12 @@ class Passthrough {
 
     // The kernel's INIT request, before libfuse handles it.
     void kernel_init(const fuse_init_in& in, size_t size);
+    // The flags2 word of the kernel's INIT request (0 without FUSE_INIT_EXT).
+    uint32_t kernel_flags2() const { return kernel_flags2_; }
     // From the init operation, on the thread that will send the INIT reply:
-    // asks for passthrough there unless writeback caching was negotiated.
-    void negotiate(bool writeback_cache);
+    // asks for passthrough there unless writeback caching was negotiated,
+    // and for `other_flags2` (FUSE over io_uring).
+    void negotiate(bool writeback_cache, uint32_t other_flags2 = 0);
     bool negotiated() const { return negotiated_; }
     // The kernel allows shared mmap of FOPEN_DIRECT_IO files (Linux 6.6+),
     // asked for in the INIT reply.
@@ -93,6 +96,7 @@ class Passthrough {
     int fuse_fd_ = -1;
     const std::vector<gid_t>* daemon_groups_ = nullptr;
     bool kernel_offers_ = false, kernel_offers_direct_io_mmap_ = false, kernel_init_ext_ = false;
+    uint32_t kernel_flags2_ = 0;
     // Written at INIT, read by every worker and the stats thread.
     std::atomic<bool> writeback_{false}, negotiated_{false}, direct_io_mmap_{false};
     std::atomic<bool> unprivileged_{false}; // BACKING_OPEN said EPERM once

@@ -20,6 +20,8 @@ const char* to_string(CopyReason reason) {
         return "pipe_error";
     case CopyReason::error:
         return "error";
+    case CopyReason::io_uring:
+        return "io_uring";
     case CopyReason::count_:
         break;
     }

@@ -23,6 +23,7 @@ enum class CopyReason {
     short_read,     // the splice stopped short of the data that exists
     pipe_error,     // vmsplice or the splice into /dev/fuse failed unexpectedly
     error,          // the source returned an error; the reply carries it
+    io_uring,       // carried by FUSE over io_uring, whose buffers are memory, not pipes
     count_
 };
 constexpr size_t copy_reason_count = static_cast<size_t>(CopyReason::count_);

@@ -199,6 +199,8 @@ std::string json_mount(const Report& r) {
         out += fmt::format(", \"{}\": {}", key, number(r, key));
     out += ", \"inode_identity\": " + json_string(report_value(r, "inode_identity"));
     out += ", \"kernel_protocol\": " + json_string(report_value(r, "kernel_protocol"));
+    out += ", \"transport\": " + json_string(report_value(r, "transport"));
+    out += fmt::format(", \"io_uring_requests\": {}", number(r, "io_uring_requests"));
     out += ", \"passthrough\": " + json_string(report_value(r, "passthrough"));
     out += ", \"passthrough_state\": " + json_string(report_value(r, "passthrough_state"));
     out += ", \"direct_io_mmap\": " + std::string(number(r, "direct_io_mmap") ? "true" : "false");
@@ -314,6 +316,9 @@ std::string human_mount(const Report& r, bool colour) {
                        number(r, "splice_move") ? " (move)" : "", report_value(r, "cache"), threads,
                        threads == 1 ? "" : "s");
     out += fmt::format("  max reply {}\n", max_reply_text(r));
+    out += fmt::format("  requests by {}", report_value(r, "transport"));
+    if (const uint64_t n = number(r, "io_uring_requests")) out += fmt::format(" ({} so far)", n);
+    out += "\n";
     out += fmt::format("  sizes: max_read {}, max_write {}, max_pages {}, pipe {}, readahead {}\n",
                        util::exact_size(number(r, "max_read")),
                        util::exact_size(number(r, "max_write")), number(r, "max_pages"),
@@ -469,14 +474,20 @@ void mount_families(PrometheusText& p) {
             "passthrough_backing_ids");
     p.family("splicefs_info", "gauge", "The mount's configuration, as labels; always 1.",
              [&](const Report& r, const std::string& mp) {
-                 p.text() +=
-                     fmt::format("splicefs_info{{{},version=\"{}\",splice=\"{}\",cache=\"{}\","
-                                 "passthrough=\"{}\",max_reply=\"{}\"}} 1\n",
-                                 mp, prometheus_label(report_value(r, "version")),
-                                 prometheus_label(report_value(r, "splice")),
-                                 prometheus_label(report_value(r, "cache")),
-                                 prometheus_label(report_value(r, "passthrough_state")),
-                                 number(r, "max_reply"));
+                 p.text() += fmt::format(
+                     "splicefs_info{{{},version=\"{}\",splice=\"{}\",cache=\"{}\","
+                     "passthrough=\"{}\",transport=\"{}\",max_reply=\"{}\"}} 1\n",
+                     mp, prometheus_label(report_value(r, "version")),
+                     prometheus_label(report_value(r, "splice")),
+                     prometheus_label(report_value(r, "cache")),
+                     prometheus_label(report_value(r, "passthrough_state")),
+                     prometheus_label(report_value(r, "transport")), number(r, "max_reply"));
+             });
+    p.family("splicefs_io_uring_requests_total", "counter",
+             "Requests served through FUSE over io_uring (--io-uring).",
+             [&](const Report& r, const std::string& mp) {
+                 p.text() += fmt::format("splicefs_io_uring_requests_total{{{}}} {}\n", mp,
+                                         number(r, "io_uring_requests"));
              });
     p.gauge("splicefs_start_time_seconds", "When the mount's daemon started (Unix time).",
             "started_unix");

@@ -185,6 +185,8 @@ std::string StatsServer::report() const {
     add("inode_identity", fds.file_handles ? "file handles" : "names");
     add("fd_limit", l.fd_limit);
     add("kernel_protocol", fs_.initialized ? fs_.kernel_protocol : std::string());
+    add("transport", fs_.uring.state());
+    add("io_uring_requests", fs_.uring.requests());
     const Passthrough& pt = fs_.passthrough;
     add("passthrough", to_string(fs_.opts.passthrough));
     add("passthrough_state", pt.state());

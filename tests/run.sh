@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(cmake g++ pkg-config libfuse3-dev fuse3 libcli11-dev libspdlog-dev libfmt-dev libgtest-dev
+packages=(cmake g++ pkg-config libfuse3-dev fuse3 libcli11-dev libspdlog-dev libfmt-dev liburing-dev libgtest-dev
           python3 python3-prometheus-client strace gdb attr acl util-linux e2fsprogs procps
           mandoc groff bash-completion zsh fish
           debhelper dpkg-dev fakeroot lintian rpm clang clang-tidy)
@@ -35,7 +35,7 @@ run_ctest() { ctest --no-tests=error --output-on-failure "$@"; }
 
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSPLICEFS_SANITIZE= \
       -DSPLICEFS_TEST_SPLICE_MODES="off;read;all" -DSPLICEFS_TEST_CACHE_POLICIES="auto;always;never" \
-      -DSPLICEFS_TEST_PASSTHROUGH=ON -DSPLICEFS_TEST_LOAD_SECONDS=60 "${common[@]}"
+      -DSPLICEFS_TEST_PASSTHROUGH=ON -DSPLICEFS_TEST_IO_URING=ON -DSPLICEFS_TEST_LOAD_SECONDS=60 "${common[@]}"
 cmake --build build -j"$jobs"
 run_ctest --test-dir build
 
@@ -45,7 +45,7 @@ run_ctest --test-dir build
 # (the load test for 20 s: the 60 s run is the plain and TSan builds').
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DSPLICEFS_SANITIZE=address,undefined \
       -DSPLICEFS_TEST_SPLICE_MODES=all -DSPLICEFS_TEST_CACHE_POLICIES="auto;always;never" \
-      -DSPLICEFS_TEST_PASSTHROUGH=ON -DSPLICEFS_TEST_LOAD_SECONDS=20 "${common[@]}"
+      -DSPLICEFS_TEST_PASSTHROUGH=ON -DSPLICEFS_TEST_IO_URING=ON -DSPLICEFS_TEST_LOAD_SECONDS=20 "${common[@]}"
 cmake --build build-asan -j"$jobs"
 # The million-file memory test runs a tenth of its files here, and the
 # RSS bounds allow for ASan's quarantine (up to 256 MiB of freed memory)
@@ -57,7 +57,7 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 # ThreadSanitizer: every integration test, the 60 s load test included.
 cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DSPLICEFS_SANITIZE=thread \
       -DSPLICEFS_TEST_SPLICE_MODES=all -DSPLICEFS_TEST_CACHE_POLICIES="auto;always" \
-      -DSPLICEFS_TEST_PASSTHROUGH=OFF -DSPLICEFS_TEST_LOAD_SECONDS=60 "${common[@]}"
+      -DSPLICEFS_TEST_PASSTHROUGH=OFF -DSPLICEFS_TEST_IO_URING=ON -DSPLICEFS_TEST_LOAD_SECONDS=60 "${common[@]}"
 cmake --build build-tsan -j"$jobs"
 # tests/tsan.supp explains the one kind of report it suppresses.
 TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$PWD/tests/tsan.supp" \

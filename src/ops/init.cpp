@@ -30,7 +30,9 @@ void init(void* userdata, fuse_conn_info* conn) {
     fs.writeback_cache = (conn->want & FUSE_CAP_WRITEBACK_CACHE) != 0;
     // Kernel passthrough and shared mmap of direct-I/O files are asked for
     // in the INIT reply itself (passthrough.hpp).
-    fs.passthrough.negotiate(fs.writeback_cache);
+    // FUSE over io_uring (uring.hpp) too: its flag travels in the same word.
+    fs.uring.kernel_init(fs.passthrough.kernel_flags2());
+    fs.passthrough.negotiate(fs.writeback_cache, fs.uring.negotiate());
     // POSIX ACLs as on the source: the kernel enforces them (it checks
     // permissions only with default_permissions, so only then), caches
     // them, and sees a mode changed by setting one at once. It then leaves

@@ -19,7 +19,8 @@ import time
 import unittest
 
 SKIP = 77
-ARGS = None  # parsed command line: binary, splice, cache, passthrough
+ARGS = None  # parsed command line: binary, splice, cache, passthrough, io_uring
+ENABLE_URING = "/sys/module/fuse/parameters/enable_uring"
 
 
 def parse_args():
@@ -29,8 +30,34 @@ def parse_args():
     parser.add_argument("--splice", default="read")
     parser.add_argument("--cache", default="auto", help="cache policy, unless a mount names its own")
     parser.add_argument("--passthrough", default="off", help="passthrough mode, unless a mount names its own")
+    parser.add_argument("--io-uring", action="store_true",
+                        help="every mount with --io-uring, checked to serve by io_uring")
     ARGS, rest = parser.parse_known_args()
+    if ARGS.io_uring:
+        allow_fuse_over_io_uring()
     return rest
+
+
+def set_enable_uring(value):
+    with open(ENABLE_URING, "w") as f:
+        f.write(value)
+
+
+def allow_fuse_over_io_uring():
+    """Sets the fuse module's enable_uring for this test run, and back to what
+    it was at exit (ctest runs the io_uring tests one at a time:
+    RESOURCE_LOCK fuse_enable_uring). Skips where the kernel has no such
+    switch (Linux before 6.14, or built without CONFIG_FUSE_IO_URING)."""
+    import atexit
+    if not os.path.exists(ENABLE_URING):
+        skip_whole_file(f"this kernel has no FUSE over io_uring ({ENABLE_URING} is missing)")
+    with open(ENABLE_URING) as f:
+        before = f.read().strip()
+    try:
+        set_enable_uring("1")
+    except OSError as e:
+        skip_whole_file(f"cannot enable FUSE over io_uring here: {ENABLE_URING}: {e.strerror}")
+    atexit.register(set_enable_uring, before)
 
 
 def skip_whole_file(reason):
@@ -193,6 +220,8 @@ class Mount:
             self.extra = ["--cache", cache if cache is not None else ARGS.cache, *self.extra]
         if "--passthrough" not in self.extra and ARGS.passthrough != "off":  # off: the default
             self.extra = ["--passthrough", ARGS.passthrough, *self.extra]
+        if ARGS.io_uring and "--io-uring" not in self.extra:
+            self.extra = ["--io-uring", *self.extra]
         self.env = env
         self.proc = None
         self.log = ""
@@ -214,7 +243,8 @@ class Mount:
         fd = self.proc.stderr.fileno()
         output = b""
         deadline = time.monotonic() + 30
-        while b"mounted " not in output:
+        # The whole "mounted ..." line: it says what serves the mount.
+        while b"mounted " not in output or b"\n" not in output[output.index(b"mounted "):]:
             ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
             if not ready:
                 stacks = process_stacks(self.proc.pid)
@@ -226,6 +256,10 @@ class Mount:
                 raise RuntimeError(f"splicefs exited with {code} before mounting: {self.log}")
             output += chunk
             self.log = output.decode(errors="replace")
+        if ARGS.io_uring and "requests by io_uring" not in self.log:
+            # A run for io_uring that served by /dev/fuse would prove nothing.
+            self.kill()
+            raise RuntimeError(f"this run is for FUSE over io_uring, but the mount is not served by it: {self.log}")
         # Keep draining stderr so that the daemon never blocks on a full pipe.
         import threading
         self._drain = threading.Thread(target=self._read_rest, args=(output,), daemon=True)
@@ -286,6 +320,7 @@ class MountedTestCase(unittest.TestCase):
     directory that receives the same operations."""
 
     mount_args = ()
+    mount_splice = None  # the run's splice mode unless a test case names one
 
     def setUp(self):
         self.tmp = tempfile.mkdtemp(prefix="splicefs-test-")
@@ -296,7 +331,7 @@ class MountedTestCase(unittest.TestCase):
         for d in (self.src, self.mnt, self.ref):
             os.mkdir(d)
             os.chmod(d, 0o755)
-        self.mount = Mount(self.src, self.mnt, *self.mount_args)
+        self.mount = Mount(self.src, self.mnt, *self.mount_args, splice=self.mount_splice)
         self.mount.__enter__()
 
     def tearDown(self):

@@ -320,7 +320,9 @@ class Stats(unittest.TestCase):
         info = {s.labels["mountpoint"]: s.labels for s in families["splicefs_info"].samples}
         self.assertEqual(info[self.mnt]["cache"], "never")
         self.assertEqual(info[other]["cache"], "auto")
-        self.assertEqual(set(info[self.mnt]), {"mountpoint", "version", "splice", "cache", "passthrough", "max_reply"})
+        self.assertEqual(set(info[self.mnt]),
+                         {"mountpoint", "version", "splice", "cache", "passthrough", "transport", "max_reply"})
+        self.assertEqual(info[self.mnt]["transport"], "/dev/fuse")
 
 
 if __name__ == "__main__":
