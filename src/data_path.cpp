@@ -257,6 +257,7 @@ class Worker {
     // Request in, bytes out, counted: READ and WRITE here, the rest by libfuse.
     void dispatch(Request& request) {
         const uint32_t opcode = request.in->opcode;
+        count_request(counters_, opcode);
         if (opcode == FUSE_READ && fs_.initialized) {
             count_read(counters_, handlers_.read(request), fs_.limits.max_reply);
             return;

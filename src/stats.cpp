@@ -28,6 +28,21 @@ const char* to_string(CopyReason reason) {
     return "?";
 }
 
+const char* opcode_name(size_t opcode) {
+    // enum fuse_opcode of <linux/fuse.h>; 7 and 19 were never used.
+    static constexpr const char* names[opcode_slots] = {
+        "OTHER",        "LOOKUP",        "FORGET",      "GETATTR",  "SETATTR",  "READLINK",
+        "SYMLINK",      nullptr,         "MKNOD",       "MKDIR",    "UNLINK",   "RMDIR",
+        "RENAME",       "LINK",          "OPEN",        "READ",     "WRITE",    "STATFS",
+        "RELEASE",      nullptr,         "FSYNC",       "SETXATTR", "GETXATTR", "LISTXATTR",
+        "REMOVEXATTR",  "FLUSH",         "INIT",        "OPENDIR",  "READDIR",  "RELEASEDIR",
+        "FSYNCDIR",     "GETLK",         "SETLK",       "SETLKW",   "ACCESS",   "CREATE",
+        "INTERRUPT",    "BMAP",          "DESTROY",     "IOCTL",    "POLL",     "NOTIFY_REPLY",
+        "BATCH_FORGET", "FALLOCATE",     "READDIRPLUS", "RENAME2",  "LSEEK",    "COPY_FILE_RANGE",
+        "SETUPMAPPING", "REMOVEMAPPING", "SYNCFS",      "TMPFILE",  "STATX"};
+    return opcode < opcode_slots ? names[opcode] : nullptr;
+}
+
 size_t histogram_bucket(uint64_t bytes) {
     if (bytes == 0) return 0;
     const size_t bucket = static_cast<size_t>(std::bit_width(bytes - 1));
@@ -58,6 +73,10 @@ void count_write(ThreadCounters& counters, const Transfer& request) {
     count(counters.write, request);
 }
 
+void count_request(ThreadCounters& counters, uint32_t opcode) {
+    counters.requests[opcode < opcode_slots && opcode_name(opcode) ? opcode : 0].add(1);
+}
+
 ThreadCounters& Stats::register_thread() {
     std::lock_guard lock(mutex_);
     threads_.push_back(std::make_unique<ThreadCounters>());
@@ -81,6 +100,8 @@ Totals Stats::totals() const {
     for (const auto& thread : threads_) {
         add(totals.read, thread->read);
         add(totals.write, thread->write);
+        for (size_t i = 0; i < opcode_slots; ++i)
+            totals.requests[i] += thread->requests[i].get();
         for (size_t i = 0; i < histogram_buckets; ++i)
             totals.read_sizes[i] += thread->read_sizes[i].get();
         totals.read_full_size += thread->read_full_size.get();

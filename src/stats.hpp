@@ -50,8 +50,14 @@ struct DirectionCounters {
     std::array<Counter, copy_reason_count> copy_reasons;
 };
 
+// Requests by FUSE opcode (1 LOOKUP ... 52 STATX; slot 0 holds any other):
+// each is a round trip a caller waited for (FORGET, BATCH_FORGET aside).
+constexpr size_t opcode_slots = 53;
+const char* opcode_name(size_t opcode); // "LOOKUP", ...; nullptr for an unused number
+
 struct ThreadCounters {
     DirectionCounters read, write;
+    std::array<Counter, opcode_slots> requests;
     std::array<Counter, histogram_buckets> read_sizes;
     Counter read_full_size; // replies that carried exactly the max reply size in force
 };
@@ -68,6 +74,7 @@ struct Transfer {
 // The only writers of a thread's counters.
 void count_read(ThreadCounters& counters, const Transfer& reply, uint64_t max_reply);
 void count_write(ThreadCounters& counters, const Transfer& request);
+void count_request(ThreadCounters& counters, uint32_t opcode);
 
 struct DirectionTotals {
     uint64_t spliced_count = 0, spliced_bytes = 0, copied_count = 0, copied_bytes = 0;
@@ -78,6 +85,7 @@ struct DirectionTotals {
 
 struct Totals {
     DirectionTotals read, write;
+    std::array<uint64_t, opcode_slots> requests{};
     std::array<uint64_t, histogram_buckets> read_sizes{};
     uint64_t read_full_size = 0;
 };

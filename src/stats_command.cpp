@@ -201,6 +201,7 @@ std::string json_mount(const Report& r) {
     out += ", \"kernel_protocol\": " + json_string(report_value(r, "kernel_protocol"));
     out += ", \"transport\": " + json_string(report_value(r, "transport"));
     out += fmt::format(", \"io_uring_requests\": {}", number(r, "io_uring_requests"));
+    out += ", \"requests\": " + json_counter_object(r, "requests");
     out += ", \"passthrough\": " + json_string(report_value(r, "passthrough"));
     out += ", \"passthrough_state\": " + json_string(report_value(r, "passthrough_state"));
     out += ", \"direct_io_mmap\": " + std::string(number(r, "direct_io_mmap") ? "true" : "false");
@@ -249,6 +250,24 @@ std::string human_opens(const Report& r) {
     }
     if (!reasons.empty()) out += " (" + reasons + ")";
     return out + "\n";
+}
+
+// Requests by opcode, the most frequent first: the round trips made.
+std::string human_requests(const Report& r) {
+    auto counts = with_prefix(r, "requests");
+    if (counts.empty()) return "";
+    std::vector<std::pair<uint64_t, std::string>> by_count;
+    uint64_t total = 0;
+    for (const auto& [name, value] : counts) {
+        by_count.emplace_back(std::stoull(value), name);
+        total += by_count.back().first;
+    }
+    std::sort(by_count.begin(), by_count.end(),
+              [](const auto& a, const auto& b) { return a.first > b.first; });
+    std::string out = fmt::format("  requests {} (", total);
+    for (size_t i = 0; i < by_count.size(); ++i)
+        out += fmt::format("{}{} {}", i ? ", " : "", by_count[i].second, by_count[i].first);
+    return out + ")\n";
 }
 
 // One mount's line of --watch: rates over the last interval.
@@ -316,7 +335,7 @@ std::string human_mount(const Report& r, bool colour) {
                        number(r, "splice_move") ? " (move)" : "", report_value(r, "cache"), threads,
                        threads == 1 ? "" : "s");
     out += fmt::format("  max reply {}\n", max_reply_text(r));
-    out += fmt::format("  requests by {}", report_value(r, "transport"));
+    out += fmt::format("  transport {}", report_value(r, "transport"));
     if (const uint64_t n = number(r, "io_uring_requests")) out += fmt::format(" ({} so far)", n);
     out += "\n";
     out += fmt::format("  sizes: max_read {}, max_write {}, max_pages {}, pipe {}, readahead {}\n",
@@ -332,6 +351,7 @@ std::string human_mount(const Report& r, bool colour) {
     out += fmt::format("  open now: {} files, {} directories\n", number(r, "open_files"),
                        number(r, "open_dirs"));
     out += human_opens(r);
+    out += human_requests(r);
     auto direction = [&](const std::string& dir, const std::string& unit, const char* title) {
         auto delta = [&](const std::string& key) { return number(r, key); };
         const uint64_t count = delta(dir + "." + unit), bytes = delta(dir + ".bytes");
@@ -427,6 +447,7 @@ void data_path_families(PrometheusText& p) {
               "write", "bytes");
     p.by_key("splicefs_write_copies_total", "WRITE requests copied, by reason.",
              "write.copy_reasons", "reason");
+    p.by_key("splicefs_requests_total", "Requests received, by FUSE opcode.", "requests", "opcode");
     p.family("splicefs_opens_total", "counter",
              "Opens of regular files, by path: passthrough (the kernel serves the bytes, not "
              "counted here) or data_path.",

@@ -213,6 +213,9 @@ std::string StatsServer::report() const {
             add(prefix + ".copy_reasons." + to_string(static_cast<CopyReason>(i)),
                 d.copy_reasons[i]);
     };
+    for (size_t i = 0; i < opcode_slots; ++i)
+        if (const char* name = opcode_name(i); name && t.requests[i])
+            add(std::string("requests.") + name, t.requests[i]);
     add_direction("read", t.read, "replies");
     add("read.full_size_replies", t.read_full_size);
     for (size_t i = 0; i < histogram_buckets; ++i)

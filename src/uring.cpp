@@ -221,6 +221,7 @@ class Queue {
         Request request;
         request.in = reinterpret_cast<const fuse_in_header*>(message);
         request.size = in.len;
+        count_request(counters_, in.opcode);
         if (in.opcode == FUSE_READ) {
             count_read(counters_, handlers_.read(request), fs_.limits.max_reply);
         } else if (in.opcode == FUSE_WRITE && arg_size == sizeof(fuse_write_in)) {

@@ -4,7 +4,9 @@
 #include "ops/ops.hpp"
 
 #include <fcntl.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -47,6 +49,29 @@ int write_only(int flags) {
     return (flags & ~O_ACCMODE) | O_WRONLY;
 }
 
+// Whether close() of a file open for reading alone, or on one of the local
+// filesystems that have no flush operation (ext2/3/4, XFS, Btrfs, tmpfs,
+// ramfs, F2FS: close() cannot fail there), has nothing to report: then no
+// FLUSH round trip (the kernel still flushes under writeback caching).
+// Network and stacked filesystems (NFS, CIFS, FUSE, overlayfs...) report
+// write-back errors at close: FLUSH stays for their writers.
+bool close_reports_nothing(int fd, int flags) {
+    if ((flags & O_ACCMODE) == O_RDONLY) return true;
+    struct statfs st {};
+    if (fstatfs(fd, &st) < 0) return false;
+    switch (static_cast<unsigned long>(st.f_type)) {
+    case EXT4_SUPER_MAGIC: // also ext2 and ext3
+    case XFS_SUPER_MAGIC:
+    case BTRFS_SUPER_MAGIC:
+    case TMPFS_MAGIC:
+    case RAMFS_MAGIC:
+    case F2FS_SUPER_MAGIC:
+        return true;
+    default:
+        return false;
+    }
+}
+
 void fill_open_reply(Filesystem& fs, fuse_file_info* fi, util::Fd fd, int flags,
                      const Inode& inode) {
     auto handle = std::make_unique<FileHandle>();
@@ -59,6 +84,7 @@ void fill_open_reply(Filesystem& fs, fuse_file_info* fi, util::Fd fd, int flags,
         handle->buffered_fd.reset(::open(
             same_file.c_str(), flags & ~(O_DIRECT | O_TRUNC | O_CREAT | O_EXCL | O_NOFOLLOW)));
     }
+    fi->noflush = close_reports_nothing(fd.get(), flags);
     handle->fd = std::move(fd);
     handle->write_splice_refused = (flags & O_APPEND) != 0;
     fi->fh = reinterpret_cast<uint64_t>(fs.open_files.add(std::move(handle)));
@@ -72,9 +98,6 @@ void fill_open_reply(Filesystem& fs, fuse_file_info* fi, util::Fd fd, int flags,
         fi->keep_cache = false;
         return;
     }
-    // close() of a file opened only to read has nothing to report: no
-    // FLUSH round trip (the kernel still flushes under writeback caching).
-    fi->noflush = (flags & O_ACCMODE) == O_RDONLY;
     fi->direct_io = fs.opts.cache == CachePolicy::never || cannot_read;
     // Cached pages survive the open; with auto the kernel drops them when
     // it sees the source's mtime or size change (FUSE_CAP_AUTO_INVAL_DATA,

@@ -39,3 +39,22 @@ TEST(ReportFormat, RoundTripsAwkwardValues) {
     EXPECT_EQ(decode_report(encode_report(report)), report);
     EXPECT_EQ(report_value(report, "read.bytes"), "42");
 }
+
+TEST(Stats, CountsRequestsByOpcodeAndOthersAsOther) {
+    Stats stats;
+    ThreadCounters& c = stats.register_thread();
+    count_request(c, 1); // LOOKUP
+    count_request(c, 1);
+    count_request(c, 25);   // FLUSH
+    count_request(c, 7);    // never used by FUSE
+    count_request(c, 4096); // CUSE_INIT, beyond the table
+    const Totals totals = stats.totals();
+    EXPECT_STREQ(opcode_name(1), "LOOKUP");
+    EXPECT_STREQ(opcode_name(25), "FLUSH");
+    EXPECT_STREQ(opcode_name(44), "READDIRPLUS");
+    EXPECT_STREQ(opcode_name(52), "STATX");
+    EXPECT_EQ(opcode_name(7), nullptr);
+    EXPECT_EQ(totals.requests[1], 2U);
+    EXPECT_EQ(totals.requests[25], 1U);
+    EXPECT_EQ(totals.requests[0], 2U);
+}
