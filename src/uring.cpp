@@ -274,9 +274,10 @@ void Uring::fail(const std::string& why) {
 void Uring::start(Filesystem& fs, fuse_session* session, int exit_eventfd) {
     if (!negotiated_ || !threads_.empty()) return;
     stop_fd_ = eventfd(0, EFD_CLOEXEC);
-    queues_ = possible_cpus();
-    queues_running_ = queues_;
-    for (unsigned qid = 0; qid < queues_; ++qid)
+    const unsigned queues = possible_cpus();
+    queues_running_ = queues;
+    queues_ = queues;
+    for (unsigned qid = 0; qid < queues; ++qid)
         threads_.emplace_back([this, &fs, session, qid, exit_eventfd] {
             serve_queue(fs, session, qid, exit_eventfd);
         });
@@ -336,8 +337,9 @@ std::string Uring::state() const {
     if (!offered_)
         return "/dev/fuse: the kernel does not offer io_uring "
                "(Linux 6.14+, /sys/module/fuse/parameters/enable_uring)";
-    if (!negotiated_ || threads_.empty()) return "/dev/fuse";
-    return "io_uring, " + std::to_string(queues_) + (queues_ == 1 ? " queue" : " queues");
+    const unsigned queues = queues_.load();
+    if (!negotiated_ || queues == 0) return "/dev/fuse";
+    return "io_uring, " + std::to_string(queues) + (queues == 1 ? " queue" : " queues");
 #endif
 }
 

@@ -39,7 +39,7 @@ class Uring {
     // From the init operation: the flags2 bits the INIT reply must carry
     // (none unless asked for, offered and built in).
     uint32_t negotiate();
-    bool negotiated() const { return negotiated_; }
+    bool negotiated() const { return negotiated_.load(); }
 
     // After the INIT reply has been sent: one queue thread per possible CPU.
     // A queue that ends on an error adds 1 to `exit_eventfd`, as a worker
@@ -58,10 +58,12 @@ class Uring {
     void fail(const std::string& why);
 
     bool wanted_;
-    bool offered_ = false;
-    bool negotiated_ = false;
-    unsigned queues_ = 0;
+    // Written while INIT is handled, read by stats and the main thread.
+    std::atomic<bool> offered_{false}, negotiated_{false};
+    std::atomic<unsigned> queues_{0}; // set when the queue threads start
     int stop_fd_ = -1;
+    // Touched only by start() (the worker that handled INIT) and by stop()
+    // (after the workers were joined).
     std::vector<std::thread> threads_;
     std::atomic<unsigned> queues_running_{0};
     std::atomic<uint64_t> requests_{0};

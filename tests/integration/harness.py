@@ -253,6 +253,7 @@ class Mount:
             chunk = os.read(fd, 65536)
             if not chunk:
                 code = self.proc.wait()
+                self.kill()  # a daemon that died after mounting leaves no mount behind
                 raise RuntimeError(f"splicefs exited with {code} before mounting: {self.log}")
             output += chunk
             self.log = output.decode(errors="replace")
