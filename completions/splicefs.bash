@@ -11,8 +11,8 @@ _splicefs()
     _init_completion -n = || return
 
     local long_opts="--help --version --foreground --debug --single-threaded --threads --log-level --cache
-        --splice --splice-move --passthrough --io-uring --max-reply"
-    local o_keys="foreground debug single_threaded threads= log_level= cache= splice= splice_move passthrough= io_uring max_reply=
+        --splice --splice-move --passthrough --io-uring --timeout --max-reply"
+    local o_keys="foreground debug single_threaded threads= log_level= cache= timeout= splice= splice_move passthrough= io_uring max_reply=
         allow_other allow_root default_permissions ro rw auto_unmount fsname= subtype= dev nodev suid nosuid
         exec noexec atime noatime relatime strictatime nodiratime sync async dirsync
         defaults nofail _netdev auto noauto user users nouser"
@@ -37,7 +37,7 @@ _splicefs()
         --cache) COMPREPLY=($(compgen -W "auto always never" -- "$cur")); return ;;
         --passthrough) COMPREPLY=($(compgen -W "off auto" -- "$cur")); return ;;
         --log-level) COMPREPLY=($(compgen -W "trace debug info warn error critical off" -- "$cur")); return ;;
-        --threads|--max-reply) return ;;
+        --threads|--timeout|--max-reply) return ;;
         -o)
             local prefix="" last="$cur"
             if [[ $cur == *,* ]]; then prefix="${cur%,*},"; last="${cur##*,}"; fi
@@ -68,7 +68,7 @@ _splicefs()
     local i npos=0
     for ((i = 1; i < cword; i++)); do
         case ${words[i]} in
-            --threads|--log-level|--cache|--splice|--passthrough|--max-reply|-o) ((i++)) ;;
+            --threads|--log-level|--cache|--timeout|--splice|--passthrough|--max-reply|-o) ((i++)) ;;
             -*) ;;
             *) ((npos++)) ;;
         esac

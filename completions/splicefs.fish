@@ -5,7 +5,7 @@ function __splicefs_mountpoints
 end
 
 function __splicefs_o_keys
-    printf '%s\n' foreground debug single_threaded threads= log_level= cache=auto cache=always cache=never \
+    printf '%s\n' foreground debug single_threaded threads= log_level= cache=auto cache=always cache=never timeout= \
         splice=off splice=read splice=write splice=all splice_move passthrough=off passthrough=auto io_uring max_reply= allow_other allow_root \
         default_permissions ro rw auto_unmount fsname= subtype= dev nodev suid nosuid exec noexec atime noatime \
         relatime strictatime nodiratime sync async dirsync defaults nofail _netdev auto noauto user users nouser
@@ -26,6 +26,7 @@ complete -c splicefs -n "not $in_stats" -l splice -x -a 'off read write all' -d 
 complete -c splicefs -n "not $in_stats" -l splice-move -d 'Use SPLICE_F_MOVE'
 complete -c splicefs -n "not $in_stats" -l passthrough -x -a 'off auto' -d 'Kernel passthrough'
 complete -c splicefs -n "not $in_stats" -l io-uring -d 'FUSE over io_uring'
+complete -c splicefs -n "not $in_stats" -l timeout -x -d 'Seconds names and attributes are trusted'
 complete -c splicefs -n "not $in_stats" -l max-reply -x -d 'Largest READ reply, e.g. 1M'
 complete -c splicefs -n "not $in_stats" -s o -x -a '(__splicefs_o_keys)' -d 'Mount options'
 complete -c splicefs -n "$in_stats" -f -a '(__splicefs_mountpoints)'

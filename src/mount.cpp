@@ -438,7 +438,7 @@ std::unique_ptr<Filesystem> make_filesystem(const Options& opts, Source source) 
         return nullptr;
     }
     warn_about_limits(opts, fs->limits);
-    fs->timeout = entry_timeout(opts.cache);
+    fs->timeout = opts.timeout ? *opts.timeout : entry_timeout(opts.cache);
     fs->limits.fd_limit = fd_limit;
     fs->act_as_caller = geteuid() == 0;
     const int n = getgroups(0, nullptr);

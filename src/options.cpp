@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cstdlib>
 #include <thread>
 
 namespace splicefs {
@@ -93,13 +94,14 @@ struct OptionSpec {
 
 // The long options of the mount form; `-o key[=value]` maps onto these with
 // underscores or dashes.
-constexpr std::array<OptionSpec, 12> mount_long_options{{
+constexpr std::array<OptionSpec, 13> mount_long_options{{
     {"foreground", false},
     {"debug", false},
     {"single-threaded", false},
     {"threads", true},
     {"log-level", true},
     {"cache", true},
+    {"timeout", true},
     {"splice", true},
     {"splice-move", false},
     {"passthrough", true},
@@ -331,7 +333,7 @@ namespace {
 
 // What the command line gave as text, before it is checked.
 struct RawValues {
-    std::string threads, cache, splice, passthrough, max_reply;
+    std::string threads, cache, timeout, splice, passthrough, max_reply;
     std::vector<std::string> o_placeholder, positionals;
     bool want_help = false, want_version = false;
 };
@@ -351,6 +353,11 @@ void declare_options(CLI::App& app, Options& o, RawValues& raw) {
                    "Kernel caching: auto (1 s timeouts), always (long timeouts, keep_cache, "
                    "writeback), never (direct I/O, no timeouts)")
         ->type_name("POLICY");
+    app.add_option("--timeout", raw.timeout,
+                   "Seconds the kernel trusts names and attributes it has seen (default: the "
+                   "cache policy's: 1, a day, or 0); longer hides changes made directly on SOURCE "
+                   "that long")
+        ->type_name("SECONDS");
     app.add_option("--splice", raw.splice,
                    "Zero-copy mode: off, read (reads answered by splice, the default), write "
                    "(writes arrive by splice) or all")
@@ -400,6 +407,17 @@ std::string check_values(const CLI::App& app, const RawValues& raw, Options& o) 
                "' (use trace, debug, info, warn, error, critical or off)";
     if (app.count("--cache") && !parse_enum(raw.cache, cache_names, o.cache))
         return "unknown cache policy '" + raw.cache + "' (use auto, always or never)";
+    if (app.count("--timeout")) {
+        // Decimal seconds, as mount(8) users write them: 0, 0.5, 3600.
+        char* end = nullptr;
+        const double t = std::strtod(raw.timeout.c_str(), &end);
+        constexpr double year = 365.0 * 86400;
+        if (raw.timeout.empty() || *end != '\0' || !(t >= 0 && t <= year) ||
+            raw.timeout.find_first_not_of("0123456789.") != std::string::npos)
+            return "--timeout must be a number of seconds from 0 to 31536000 (a year), not '" +
+                   raw.timeout + "'";
+        o.timeout = t;
+    }
     if (app.count("--splice") && !parse_enum(raw.splice, splice_names, o.splice))
         return "unknown splice mode '" + raw.splice + "' (use off, read, write or all)";
     if (app.count("--passthrough") &&

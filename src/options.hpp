@@ -59,7 +59,10 @@ struct Options {
     SpliceMode splice = SpliceMode::read;
     bool splice_move = false;
     PassthroughMode passthrough = PassthroughMode::off;
-    bool io_uring = false;             // --io-uring: FUSE over io_uring where the kernel offers it
+    bool io_uring = false; // --io-uring: FUSE over io_uring where the kernel offers it
+    // --timeout: seconds the kernel may trust names and attributes; unset:
+    // the cache policy's (entry_timeout() in mount.cpp).
+    std::optional<double> timeout;
     std::optional<uint64_t> max_reply; // bytes as given; validated against the kernel later
 
     // Options handed to libfuse's mount (allow_other, ro, fsname=..., ...).

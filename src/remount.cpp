@@ -4,6 +4,8 @@
 #include "util/mountinfo.hpp"
 #include "util/size.hpp"
 
+#include <fmt/core.h>
+
 #include <sys/mount.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -75,6 +77,9 @@ std::string daemon_option_change(const Options& opts, const Report& running) {
     if (change.empty())
         change = differs("threads", report_value(running, "threads"),
                          std::to_string(opts.worker_threads()));
+    if (change.empty() && opts.timeout)
+        change = differs("timeout", report_value(running, "timeout"),
+                         fmt::format("{:g}", *opts.timeout));
     if (change.empty() && opts.max_reply)
         change = differs("max-reply", report_value(running, "max_reply_requested"),
                          std::to_string(*opts.max_reply));

@@ -191,6 +191,8 @@ std::string json_mount(const Report& r) {
     out += ", \"splice\": " + json_string(report_value(r, "splice"));
     out += ", \"splice_move\": " + std::string(number(r, "splice_move") ? "true" : "false");
     out += ", \"cache\": " + json_string(report_value(r, "cache"));
+    const std::string timeout = report_value(r, "timeout");
+    out += ", \"timeout\": " + (timeout.empty() ? std::string("null") : timeout);
     out += ", \"threads\": " + report_value(r, "threads");
     for (const char* key :
          {"max_reply", "max_reply_requested", "max_read", "max_write", "max_pages", "pipe_size",
@@ -331,8 +333,9 @@ std::string human_mount(const Report& r, bool colour) {
                        reset, report_value(r, "source"), report_value(r, "pid"),
                        static_cast<uint64_t>(up));
     const uint64_t threads = number(r, "threads");
-    out += fmt::format("  splice {}{}, cache {}, {} thread{}\n", report_value(r, "splice"),
-                       number(r, "splice_move") ? " (move)" : "", report_value(r, "cache"), threads,
+    out += fmt::format("  splice {}{}, cache {} (timeout {} s), {} thread{}\n",
+                       report_value(r, "splice"), number(r, "splice_move") ? " (move)" : "",
+                       report_value(r, "cache"), report_value(r, "timeout"), threads,
                        threads == 1 ? "" : "s");
     out += fmt::format("  max reply {}\n", max_reply_text(r));
     out += fmt::format("  transport {}", report_value(r, "transport"));

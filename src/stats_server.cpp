@@ -166,6 +166,7 @@ std::string StatsServer::report() const {
     add("splice", l.splice_mode);
     add("splice_move", l.splice_move ? 1 : 0);
     add("cache", l.cache);
+    add("timeout", fmt::format("{:g}", fs_.timeout));
     add("threads", l.threads);
     add("max_reply", l.max_reply);
     add("max_reply_requested", l.max_reply_requested);

@@ -35,17 +35,20 @@ run_ctest() { ctest --no-tests=error --output-on-failure "$@"; }
 
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSPLICEFS_SANITIZE= \
       -DSPLICEFS_TEST_SPLICE_MODES="off;read;all" -DSPLICEFS_TEST_CACHE_POLICIES="auto;always;never" \
-      -DSPLICEFS_TEST_PASSTHROUGH=ON -DSPLICEFS_TEST_IO_URING=ON -DSPLICEFS_TEST_LOAD_SECONDS=60 "${common[@]}"
+      -DSPLICEFS_TEST_PASSTHROUGH=ON -DSPLICEFS_TEST_IO_URING=ON \
+      -DSPLICEFS_TEST_IO_URING_TESTS="test_parity;test_random_ops;test_load;test_permissions;test_posix_edges;test_acl" \
+      -DSPLICEFS_TEST_LOAD_SECONDS=60 "${common[@]}"
 cmake --build build -j"$jobs"
 run_ctest --test-dir build
 
 [ "${1:-}" = "--quick" ] && exit 0
 
 # AddressSanitizer + UndefinedBehaviorSanitizer: every test but the system ones
-# (the load test for 20 s: the 60 s run is the plain and TSan builds').
+# (the load test for 20 s: the 60 s run is the plain build's).
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DSPLICEFS_SANITIZE=address,undefined \
       -DSPLICEFS_TEST_SPLICE_MODES=all -DSPLICEFS_TEST_CACHE_POLICIES="auto;always;never" \
-      -DSPLICEFS_TEST_PASSTHROUGH=ON -DSPLICEFS_TEST_IO_URING=ON -DSPLICEFS_TEST_LOAD_SECONDS=20 "${common[@]}"
+      -DSPLICEFS_TEST_PASSTHROUGH=ON -DSPLICEFS_TEST_IO_URING=ON \
+      -DSPLICEFS_TEST_IO_URING_TESTS="test_parity;test_random_ops;test_posix_edges" -DSPLICEFS_TEST_LOAD_SECONDS=20 "${common[@]}"
 cmake --build build-asan -j"$jobs"
 # The million-file memory test runs a tenth of its files here, and the
 # RSS bounds allow for ASan's quarantine (up to 256 MiB of freed memory)
@@ -54,10 +57,11 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
     SPLICEFS_MEMORY_FILES=100000 SPLICEFS_RSS_SLACK_MIB=512 SPLICEFS_BYTES_PER_INODE=8192 \
     run_ctest --test-dir build-asan --label-exclude system
 
-# ThreadSanitizer: every integration test, the 60 s load test included.
+# ThreadSanitizer: every integration test, the load test for 30 s (the plain build runs it 60 s).
 cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DSPLICEFS_SANITIZE=thread \
       -DSPLICEFS_TEST_SPLICE_MODES=all -DSPLICEFS_TEST_CACHE_POLICIES="auto;always" \
-      -DSPLICEFS_TEST_PASSTHROUGH=OFF -DSPLICEFS_TEST_IO_URING=ON -DSPLICEFS_TEST_LOAD_SECONDS=60 "${common[@]}"
+      -DSPLICEFS_TEST_PASSTHROUGH=OFF -DSPLICEFS_TEST_IO_URING=ON \
+      -DSPLICEFS_TEST_IO_URING_TESTS="test_parity;test_random_ops;test_load" -DSPLICEFS_TEST_LOAD_SECONDS=30 "${common[@]}"
 cmake --build build-tsan -j"$jobs"
 # tests/tsan.supp explains the one kind of report it suppresses.
 TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$PWD/tests/tsan.supp" \

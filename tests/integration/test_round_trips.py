@@ -60,6 +60,32 @@ class RoundTrips(MountedTestCase):
         with open(os.path.join(self.src, "g"), "rb") as f:
             self.assertEqual(f.read(), b"written")
 
+    def test_a_long_timeout_spares_round_trips_and_a_zero_one_asks_each_time(self):
+        # --timeout: how long the kernel trusts what it learnt. What a long
+        # one gives up is seeing a change made directly on the source.
+        path = os.path.join(self.src, "t")
+        for timeout, asks in (("3600", False), ("0", True)):
+            write_file(path, b"1")
+            mnt = os.path.join(self.tmp, "mnt-" + timeout)
+            os.mkdir(mnt)
+            with Mount(self.src, mnt, "--timeout", timeout) as m:
+                self.assertEqual(m.stats()["timeout"], float(timeout))
+                os.stat(os.path.join(mnt, "t"))
+                before = m.stats()["requests"]
+                for _ in range(20):
+                    os.stat(os.path.join(mnt, "t"))
+                after = m.stats()["requests"]
+                asked = sum(after.get(op, 0) - before.get(op, 0) for op in ("LOOKUP", "GETATTR"))
+                write_file(path, b"12345")  # directly on the source
+                seen = os.stat(os.path.join(mnt, "t")).st_size
+                self.assertEqual(m.unmount(), 0, m.log)
+            if asks:
+                self.assertGreaterEqual(asked, 20, after)
+                self.assertEqual(seen, 5)
+            else:
+                self.assertEqual(asked, 0, after)
+                self.assertEqual(seen, 1)  # the documented cost
+
 
 if __name__ == "__main__":
     harness.main()

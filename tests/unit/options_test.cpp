@@ -213,3 +213,23 @@ TEST(Options, DoubleDashEndsOptions) {
     ASSERT_EQ(r.status, ParseStatus::ok) << r.message;
     EXPECT_EQ(r.options.source, "stats");
 }
+
+TEST(Options, TimeoutIsSecondsFromZeroToAYear) {
+    for (const auto& [text, seconds] : std::vector<std::pair<std::string, double>>{
+             {"0", 0.0}, {"0.5", 0.5}, {"3600", 3600.0}, {"31536000", 31536000.0}}) {
+        auto r = parse({"--timeout", text, "/src", "/mnt"});
+        ASSERT_EQ(r.status, ParseStatus::ok) << r.message;
+        ASSERT_TRUE(r.options.timeout.has_value());
+        EXPECT_DOUBLE_EQ(*r.options.timeout, seconds);
+        auto o = parse({"/src", "/mnt", "-o", "timeout=" + text});
+        ASSERT_EQ(o.status, ParseStatus::ok) << o.message;
+        EXPECT_DOUBLE_EQ(*o.options.timeout, seconds);
+    }
+    EXPECT_FALSE(parse({"/src", "/mnt"}).options.timeout.has_value()); // the cache policy's
+    for (const std::string bad : {"-1", "1e3", "abc", "31536001", "nan", "inf", "1.2.3", "0x10"}) {
+        auto r = parse({"--timeout", bad, "/src", "/mnt"});
+        EXPECT_EQ(r.status, ParseStatus::error) << bad;
+        EXPECT_NE(r.message.find("--timeout"), std::string::npos) << r.message;
+        EXPECT_NE(r.message.find(bad), std::string::npos) << r.message;
+    }
+}
