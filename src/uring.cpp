@@ -111,6 +111,12 @@ class RingChannel final : public Channel {
 
 constexpr uint64_t entry_tag = 1, stop_tag = 2;
 
+// How a queue ended: with the connection (the kernel ended its command), on
+// the kernel's refusal of its registration (the kernel then serves every
+// request by /dev/fuse), or on a failure after it served (its CPU's
+// requests would wait forever: the mount is broken).
+enum class QueueEnd { connection_gone, registration_refused, failed };
+
 void prep_command(io_uring_sqe* sqe, int fuse_fd, uint32_t op, uint16_t qid, uint64_t commit_id,
                   const iovec* iov) {
     std::memset(sqe, 0, 2 * sizeof *sqe); // an SQE128 slot
@@ -133,60 +139,52 @@ void prep_command(io_uring_sqe* sqe, int fuse_fd, uint32_t op, uint16_t qid, uin
 // the commit of this one), its data path.
 class Queue {
   public:
-    Queue(Filesystem& fs, fuse_session* session, unsigned qid, size_t payload)
+    Queue(Filesystem& fs, fuse_session* session, unsigned qid, size_t payload, io_uring& ring)
         : fs_(fs), session_(session), qid_(static_cast<uint16_t>(qid)),
           fuse_fd_(fuse_session_fd(session)), counters_(fs.stats.register_thread()),
-          channel_(payload), handlers_(fs, channel_) {
+          channel_(payload), handlers_(fs, channel_), ring_(ring) {
         iov_[0] = {&channel_.headers, sizeof channel_.headers};
         iov_[1] = {channel_.data(), channel_.data_room()};
     }
-    ~Queue() {
-        if (ring_ok_) io_uring_queue_exit(&ring_);
-    }
 
-    // "" or why this queue cannot run.
+    // Registers the entry; "" or why it could not be asked.
     std::string open(int stop_fd) {
-        io_uring_params params{};
-        params.flags = IORING_SETUP_SQE128 | IORING_SETUP_COOP_TASKRUN;
-        int r = io_uring_queue_init_params(4, &ring_, &params);
-        if (r == -EINVAL) { // COOP_TASKRUN is Linux 5.19+
-            params = {};
-            params.flags = IORING_SETUP_SQE128;
-            r = io_uring_queue_init_params(4, &ring_, &params);
-        }
-        if (r < 0) return std::string("io_uring_setup: ") + std::strerror(-r);
-        ring_ok_ = true;
         io_uring_sqe* stop = io_uring_get_sqe(&ring_);
         io_uring_prep_poll_add(stop, stop_fd, POLLIN);
         io_uring_sqe_set_data64(stop, stop_tag);
         prep_command(io_uring_get_sqe(&ring_), fuse_fd_, cmd_register, qid_, 0, iov_);
-        r = io_uring_submit(&ring_);
+        const int r = io_uring_submit(&ring_);
         if (r < 0) return std::string("io_uring_submit: ") + std::strerror(-r);
         return "";
     }
 
-    // Serves until the connection ends (true) or on an error (false, with
-    // `why`).
-    bool serve(std::atomic<uint64_t>& requests, std::string& why) {
+    // Serves until the connection ends, the kernel refuses the entry, or
+    // something fails (`why` says what).
+    QueueEnd serve(std::atomic<uint64_t>& requests, std::string& why) {
+        bool served = false;
         for (;;) {
             io_uring_cqe* cqe = nullptr;
             const int r = io_uring_wait_cqe(&ring_, &cqe);
             if (r == -EINTR) continue;
             if (r < 0) {
                 why = std::string("waiting for a request: ") + std::strerror(-r);
-                return false;
+                return QueueEnd::failed;
             }
             const uint64_t tag = io_uring_cqe_get_data64(cqe);
             const int res = cqe->res;
             io_uring_cqe_seen(&ring_, cqe);
-            if (tag == stop_tag) return true;
+            if (tag == stop_tag) return QueueEnd::connection_gone;
             // The kernel ends each entry's command with ENOTCONN (or
             // ECANCELED) when the connection goes.
-            if (res == -ENOTCONN || res == -ECANCELED || res == -ECONNABORTED) return true;
+            if (res == -ENOTCONN || res == -ECANCELED || res == -ECONNABORTED)
+                return QueueEnd::connection_gone;
             if (res < 0) {
-                why = std::string("the kernel refused the queue: ") + std::strerror(-res);
-                return false;
+                why = std::string(served ? "the kernel refused a commit: "
+                                         : "the kernel refused the queue: ") +
+                      std::strerror(-res);
+                return served ? QueueEnd::failed : QueueEnd::registration_refused;
             }
+            served = true;
             requests.fetch_add(1, std::memory_order_relaxed);
             handle();
             prep_command(io_uring_get_sqe(&ring_), fuse_fd_, cmd_commit_and_fetch, qid_,
@@ -194,7 +192,7 @@ class Queue {
             const int s = io_uring_submit(&ring_);
             if (s < 0) {
                 why = std::string("committing a reply: ") + std::strerror(-s);
-                return false;
+                return QueueEnd::failed;
             }
         }
     }
@@ -246,14 +244,48 @@ class Queue {
     ThreadCounters& counters_;
     RingChannel channel_;
     DataHandlers handlers_;
+    io_uring& ring_;
     iovec iov_[2]{};
-    io_uring ring_{};
-    bool ring_ok_ = false;
 };
 
 #endif // SPLICEFS_HAVE_LIBURING
 
 } // namespace
+
+#ifdef SPLICEFS_HAVE_LIBURING
+struct UringRings {
+    std::unique_ptr<io_uring[]> rings;
+    unsigned made = 0;
+    ~UringRings() {
+        for (unsigned i = 0; i < made; ++i)
+            io_uring_queue_exit(&rings[i]);
+    }
+    // "" or why one could not be made.
+    std::string make(unsigned count) {
+        rings = std::make_unique<io_uring[]>(count);
+        for (; made < count; ++made) {
+            io_uring_params params{};
+            params.flags = IORING_SETUP_SQE128 | IORING_SETUP_COOP_TASKRUN;
+            int r = io_uring_queue_init_params(4, &rings[made], &params);
+            if (r == -EINVAL) { // COOP_TASKRUN is Linux 5.19+
+                params = {};
+                params.flags = IORING_SETUP_SQE128;
+                r = io_uring_queue_init_params(4, &rings[made], &params);
+            }
+            if (r < 0) return std::string("io_uring_setup: ") + std::strerror(-r);
+        }
+        return "";
+    }
+};
+#else
+struct UringRings {};
+#endif
+
+Uring::Uring(bool wanted) : wanted_(wanted) {}
+
+Uring::~Uring() {
+    stop();
+}
 
 void Uring::kernel_init(uint32_t kernel_flags2) {
     offered_ = (kernel_flags2 & flags2_over_io_uring) != 0;
@@ -261,7 +293,15 @@ void Uring::kernel_init(uint32_t kernel_flags2) {
 
 uint32_t Uring::negotiate() {
 #ifdef SPLICEFS_HAVE_LIBURING
-    negotiated_ = wanted_ && offered_;
+    if (!wanted_ || !offered_) return 0;
+    auto rings = std::make_unique<UringRings>();
+    if (std::string why = rings->make(possible_cpus()); !why.empty()) {
+        spdlog::warn("FUSE over io_uring: {}; requests go by /dev/fuse", why);
+        fail(why);
+        return 0;
+    }
+    rings_ = std::move(rings);
+    negotiated_ = true;
 #endif
     return negotiated_ ? flags2_over_io_uring : 0;
 }
@@ -274,7 +314,7 @@ void Uring::fail(const std::string& why) {
 void Uring::start(Filesystem& fs, fuse_session* session, int exit_eventfd) {
     if (!negotiated_ || !threads_.empty()) return;
     stop_fd_ = eventfd(0, EFD_CLOEXEC);
-    const unsigned queues = possible_cpus();
+    const unsigned queues = rings_->made;
     queues_running_ = queues;
     queues_ = queues;
     for (unsigned qid = 0; qid < queues; ++qid)
@@ -296,13 +336,17 @@ void Uring::serve_queue(Filesystem& fs, fuse_session* session, unsigned qid, int
     const size_t payload = std::max<size_t>(
         {8192, fs.limits.max_write, fs.limits.max_pages * static_cast<size_t>(getpagesize())});
     std::string why;
-    bool ok;
+    QueueEnd end;
     {
-        Queue queue(fs, session, qid, payload);
+        Queue queue(fs, session, qid, payload, rings_->rings[qid]);
         why = queue.open(stop_fd_);
-        ok = why.empty() && queue.serve(requests_, why);
+        end = why.empty() ? queue.serve(requests_, why) : QueueEnd::failed;
     }
-    if (!ok) {
+    if (end == QueueEnd::registration_refused) {
+        // The kernel has gone back to /dev/fuse for every request.
+        spdlog::warn("FUSE over io_uring, queue {}: {}; requests go by /dev/fuse", qid, why);
+        fail(why);
+    } else if (end == QueueEnd::failed) {
         spdlog::error("FUSE over io_uring, queue {}: {}", qid, why);
         fail(why);
         const uint64_t one = 1;

@@ -26,18 +26,22 @@
 namespace splicefs {
 
 struct Filesystem;
+struct UringRings; // the queues' rings, made at INIT (uring.cpp)
 
 class Uring {
   public:
-    explicit Uring(bool wanted) : wanted_(wanted) {}
-    ~Uring() { stop(); }
+    explicit Uring(bool wanted);
+    ~Uring();
     Uring(const Uring&) = delete;
     Uring& operator=(const Uring&) = delete;
 
     // The kernel's INIT request: whether it offers FUSE_OVER_IO_URING.
     void kernel_init(uint32_t kernel_flags2);
     // From the init operation: the flags2 bits the INIT reply must carry
-    // (none unless asked for, offered and built in).
+    // (none unless asked for, offered and built in). The rings are made
+    // here, before the kernel is asked: once it has agreed it holds every
+    // request until all queues are registered, so a ring that cannot be
+    // made (io_uring disabled, as in many containers) must mean no.
     uint32_t negotiate();
     bool negotiated() const { return negotiated_.load(); }
 
@@ -62,6 +66,7 @@ class Uring {
     std::atomic<bool> offered_{false}, negotiated_{false};
     std::atomic<unsigned> queues_{0}; // set when the queue threads start
     int stop_fd_ = -1;
+    std::unique_ptr<UringRings> rings_;
     // Touched only by start() (the worker that handled INIT) and by stop()
     // (after the workers were joined).
     std::vector<std::thread> threads_;

@@ -135,6 +135,30 @@ class Fallback(unittest.TestCase):
             self.assertEqual(m.stats()["io_uring_requests"], 0)
             self.assertEqual(m.unmount(), 0, m.log)
 
+    def test_where_io_uring_is_disabled_it_serves_by_dev_fuse_and_says_why(self):
+        # As in many containers: io_uring_setup fails. The kernel offers
+        # FUSE over io_uring all the same; had the daemon said yes, the
+        # kernel would hold every request until queues that can never be
+        # made were registered.
+        switch = "/proc/sys/kernel/io_uring_disabled"
+        if not os.path.exists(switch):
+            self.skipTest(f"{switch} is missing (Linux before 6.6)")
+        with open(switch) as f:
+            before = f.read().strip()
+        write_file(os.path.join(self.src, "f"), b"data")
+        try:
+            with open(switch, "w") as f:
+                f.write("2")
+            with Mount(self.src, self.mnt, "--io-uring") as m:
+                transport = m.stats()["transport"]
+                self.assertTrue(transport.startswith("/dev/fuse: io_uring failed: io_uring_setup: "), transport)
+                with open(os.path.join(self.mnt, "f"), "rb") as f:
+                    self.assertEqual(f.read(), b"data")
+                self.assertEqual(m.unmount(), 0, m.log)
+        finally:
+            with open(switch, "w") as f:
+                f.write(before)
+
     def test_without_the_option_the_rings_stay_unused(self):
         with Mount(self.src, self.mnt) as m:
             self.assertEqual(m.stats()["transport"], "/dev/fuse")
