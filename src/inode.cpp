@@ -42,6 +42,11 @@ std::shared_ptr<const util::Fd> shared(util::Fd fd) {
     return std::make_shared<const util::Fd>(std::move(fd));
 }
 
+// How many forgotten inodes known by file handle are kept for the file
+// handles of the mount (about 300 bytes each, no fd): beyond that the
+// oldest are let go, and handles of theirs give ESTALE.
+constexpr size_t retired_limit = 131072;
+
 } // namespace
 
 InodeTable::InodeTable(util::Fd root_fd, size_t fd_budget, bool use_file_handles)
@@ -80,11 +85,14 @@ InodeTable::~InodeTable() {
         delete inode;
 }
 
-Inode* InodeTable::find(fuse_ino_t ino) {
+Inode* InodeTable::hold(fuse_ino_t ino) {
     if (ino == FUSE_ROOT_ID) return root_;
     std::lock_guard lock(mutex_);
     auto* inode = reinterpret_cast<Inode*>(ino);
-    return live_.contains(inode) ? inode : nullptr;
+    if (!live_.contains(inode)) return nullptr;
+    ++inode->nlookup;
+    if (inode->retired) unretire(*inode);
+    return inode;
 }
 
 PathFd InodeTable::path_fd(Inode& inode) {
@@ -155,12 +163,19 @@ Inode& InodeTable::remember(util::Fd fd, const struct stat& st, Inode& parent,
     bool handle_known = false;
     std::unique_lock lock(mutex_);
     auto it = by_source_id_.find(id);
-    if (it == by_source_id_.end() && use_file_handles_) {
-        // A new inode: learn its handle outside the lock.
+    if ((it == by_source_id_.end() || it->second->retired) && use_file_handles_) {
+        // A new inode, or one the kernel forgot: learn its handle outside the
+        // lock. A retired inode whose handle is not this file's was removed
+        // outside the mount and its number reused; its handles are stale.
         lock.unlock();
         handle_known = handle_of(fd.get(), handle, mount_id);
         lock.lock();
         it = by_source_id_.find(id);
+        if (it != by_source_id_.end() && it->second->retired &&
+            (!handle_known || it->second->handle != handle)) {
+            erase(it->second);
+            it = by_source_id_.end();
+        }
     }
     Inode* inode;
     if (it == by_source_id_.end()) {
@@ -187,6 +202,7 @@ Inode& InodeTable::remember(util::Fd fd, const struct stat& st, Inode& parent,
         inode = it->second;
     }
     ++inode->nlookup;
+    if (inode->retired) unretire(*inode);
     if (inode->handle.empty() && names_entry && inode->parent != &parent) {
         ++parent.children;
         if (Inode* old = std::exchange(inode->parent, &parent)) {
@@ -247,15 +263,47 @@ void InodeTable::close_some_fds() {
 }
 
 void InodeTable::release_locked(Inode* inode) {
-    while (inode && inode != root_ && inode->nlookup == 0 && inode->children == 0) {
+    while (inode && inode != root_ && inode->nlookup == 0 && inode->children == 0 &&
+           !inode->retired) {
+        // Known by handle and not removed through the mount (that pins it):
+        // a file handle of the mount may still name it.
+        if (!inode->handle.empty() && inode->pins == 0) {
+            retire(*inode);
+            return;
+        }
         Inode* parent = inode->parent;
-        by_source_id_.erase({inode->dev, inode->ino});
-        live_.erase(inode);
-        if (inode->in_cache) cached_.erase(inode);
-        delete inode;
+        erase(inode);
         if (parent) --parent->children;
         inode = parent;
     }
+}
+
+void InodeTable::retire(Inode& inode) {
+    std::shared_ptr<const util::Fd> closing;
+    {
+        std::lock_guard fd_lock(inode.fd_mutex);
+        closing = std::move(inode.fd);
+    }
+    if (inode.in_cache) {
+        inode.in_cache = false;
+        cached_.erase(&inode);
+    }
+    inode.retired = true;
+    inode.retired_at = retired_.insert(retired_.end(), &inode);
+    if (retired_.size() > retired_limit) erase(retired_.front());
+}
+
+void InodeTable::unretire(Inode& inode) {
+    retired_.erase(inode.retired_at);
+    inode.retired = false;
+}
+
+void InodeTable::erase(Inode* inode) {
+    if (inode->retired) retired_.erase(inode->retired_at);
+    by_source_id_.erase({inode->dev, inode->ino});
+    live_.erase(inode);
+    if (inode->in_cache) cached_.erase(inode);
+    delete inode;
 }
 
 void InodeTable::forget(fuse_ino_t ino, uint64_t n) {
@@ -317,7 +365,7 @@ void InodeTable::unpin(Inode& inode) {
 
 size_t InodeTable::size() {
     std::lock_guard lock(mutex_);
-    return by_source_id_.size();
+    return by_source_id_.size() - retired_.size();
 }
 
 InodeTable::FdStats InodeTable::fd_stats() {

@@ -20,6 +20,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <list>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -49,6 +50,10 @@ struct Inode {
     uint32_t children = 0; // by-name inodes whose `parent` this is
     uint32_t pins = 0;     // open files, or no longer reachable by name: keep the fd
     bool in_cache = false; // `fd` counts against the cache
+    // Forgotten by the kernel but kept, without an fd, so that file handles
+    // of the mount (node id and generation) still reach it: see retire().
+    bool retired = false;
+    std::list<Inode*>::iterator retired_at;
 
     // The cached fd, shared with operations using it right now: closing it in
     // the cache never closes it under them. Guarded by fd_mutex.
@@ -96,10 +101,11 @@ class InodeTable {
     fuse_ino_t id_of(const Inode& inode) const {
         return &inode == root_ ? FUSE_ROOT_ID : reinterpret_cast<fuse_ino_t>(&inode);
     }
-    // The inode a node id names if the daemon still knows it, else null: for
-    // node ids that come from file handles the kernel kept (LOOKUP of "."),
-    // which may name inodes long forgotten.
-    Inode* find(fuse_ino_t ino);
+    // The inode a node id names if the daemon still knows it (held by the
+    // kernel or retired), else null: for node ids that come from file handles
+    // of the mount (LOOKUP of "." and ".."), which may name inodes the kernel
+    // forgot long ago. Holds one lookup, to be dropped with forget(ino, 1).
+    Inode* hold(fuse_ino_t ino);
 
     // The inode's fd, reopened if the cache closed it. Errors: ESTALE when
     // the source inode cannot be reached any more, or what opening said.
@@ -126,7 +132,7 @@ class InodeTable {
     // daemon ran out of fds.
     void close_some_fds();
 
-    size_t size();
+    size_t size(); // inodes the kernel holds (the retired not counted)
     struct FdStats {
         size_t open = 0;       // inode fds in the cache
         size_t budget = 0;     // at most this many, pins aside
@@ -139,6 +145,9 @@ class InodeTable {
     void cache_fd(Inode& inode, std::shared_ptr<const util::Fd> fd); // table mutex held
     void shrink_cache_to(size_t target);                             // table mutex held
     void release_locked(Inode* inode);                               // table mutex held
+    void retire(Inode& inode);                                       // table mutex held
+    void unretire(Inode& inode);                                     // table mutex held
+    void erase(Inode* inode);                                        // table mutex held
     int reopen(Inode& inode, util::Fd& fd);
     void learn_handle(Inode& inode, int fd);
 
@@ -147,6 +156,7 @@ class InodeTable {
     std::unordered_set<Inode*> live_;             // every Inode, for find()
     std::unordered_set<Inode*> cached_;           // inodes whose fd the cache holds
     std::unordered_map<int, util::Fd> mount_fds_; // mount id -> an fd on that mount
+    std::list<Inode*> retired_;                   // oldest first
     Inode* root_;
     size_t fd_budget_;
     bool use_file_handles_;

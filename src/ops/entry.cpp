@@ -109,15 +109,17 @@ void remove_entry(fuse_req_t req, fuse_ino_t parent, const char* name, Remove re
 void lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
     Filesystem& fs = fs_of(req);
     // `.` and `..` of a node id from a file handle (FUSE_EXPORT_SUPPORT): the
-    // kernel no longer holds that inode, and the daemon may have forgotten it.
+    // kernel may no longer hold that inode, and the daemon may have retired
+    // or forgotten it. It is held for the lookup.
     const bool from_handle = std::strcmp(name, ".") == 0 || std::strcmp(name, "..") == 0;
-    Inode* dir = from_handle ? fs.inodes.find(parent) : &fs.inodes.get(parent);
+    Inode* dir = from_handle ? fs.inodes.hold(parent) : &fs.inodes.get(parent);
     if (!dir) {
         fuse_reply_err(req, ESTALE);
         return;
     }
     fuse_entry_param e;
     const int err = lookup_entry(fs, *dir, name, e);
+    if (from_handle) fs.inodes.forget(parent, 1);
     if (err == ENOENT && fs.timeout > 0) {
         // A negative entry, cached as long as positive ones: creating a new
         // name then needs no second lookup.

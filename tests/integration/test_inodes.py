@@ -5,10 +5,12 @@ an entry stay as they were under pressure, with inodes known by file handle
 and by name. Creating and removing a million files leaves the daemon's
 memory and fds where they started."""
 
+import ctypes
 import errno
 import multiprocessing
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -48,30 +50,55 @@ def listing(root):
     return sorted(out)
 
 
+class FileHandle:
+    """A handle of a file as name_to_handle_at(2) gives it, and open_by_handle_at(2)."""
+    MAX_BYTES = 128
+
+    class Struct(ctypes.Structure):
+        _fields_ = [("handle_bytes", ctypes.c_uint), ("handle_type", ctypes.c_int),
+                    ("f_handle", ctypes.c_ubyte * 128)]
+
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def __init__(self, directory, name):
+        """The handle of directory/name, or `error` the errno name of the call."""
+        self.directory = directory
+        self.handle = self.Struct(handle_bytes=self.MAX_BYTES)
+        self.error = None
+        mount_id = ctypes.c_int()
+        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            if self.libc.name_to_handle_at(dir_fd, name.encode(), ctypes.byref(self.handle),
+                                           ctypes.byref(mount_id), 0) < 0:
+                self.error = ("name_to_handle_at", errno.errorcode[ctypes.get_errno()])
+        finally:
+            os.close(dir_fd)
+
+    def read(self):
+        """What the file the handle names reads (a directory: its sorted
+        entries), or the errno name of the step that failed."""
+        if self.error:
+            return self.error
+        dir_fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fd = self.libc.open_by_handle_at(dir_fd, ctypes.byref(self.handle), os.O_RDONLY)
+            if fd < 0:
+                return ("open_by_handle_at", errno.errorcode[ctypes.get_errno()])
+        finally:
+            os.close(dir_fd)
+        try:
+            if stat.S_ISDIR(os.fstat(fd).st_mode):
+                return sorted(os.listdir(fd))
+            with os.fdopen(fd, closefd=False) as f:
+                return f.read()
+        finally:
+            os.close(fd)
+
+
 def open_by_handle(directory, name):
     """name_to_handle_at(directory/name), then open_by_handle_at() with that
     handle: what the file reads, or the errno of the step that failed."""
-    import ctypes
-    libc = ctypes.CDLL(None, use_errno=True)
-    max_handle = 128
-
-    class FileHandle(ctypes.Structure):
-        _fields_ = [("handle_bytes", ctypes.c_uint), ("handle_type", ctypes.c_int),
-                    ("f_handle", ctypes.c_ubyte * max_handle)]
-
-    handle = FileHandle(handle_bytes=max_handle)
-    mount_id = ctypes.c_int()
-    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        if libc.name_to_handle_at(dir_fd, name.encode(), ctypes.byref(handle), ctypes.byref(mount_id), 0) < 0:
-            return ("name_to_handle_at", errno.errorcode[ctypes.get_errno()])
-        fd = libc.open_by_handle_at(dir_fd, ctypes.byref(handle), os.O_RDONLY)
-        if fd < 0:
-            return ("open_by_handle_at", errno.errorcode[ctypes.get_errno()])
-        with os.fdopen(fd) as f:
-            return f.read()
-    finally:
-        os.close(dir_fd)
+    return FileHandle(directory, name).read()
 
 
 def rss_kib(pid):
@@ -415,6 +442,37 @@ for line in sys.stdin:
             with open(os.path.join(self.mnt, "sub", "f")) as held:  # the kernel keeps the inode
                 self.assertEqual(open_by_handle(self.mnt, "sub/f"), "by handle")
                 self.assertEqual(held.read(), "by handle")
+            self.assertEqual(m.unmount(), 0, m.log)
+
+    def test_file_handles_of_the_mount_outlive_the_kernels_and_the_daemons_memory(self):
+        """A handle taken through the mount opens its file, directory, or a
+        file in a directory, after the kernel forgot the inodes and sent
+        FORGET (the daemon then gets LOOKUP "." and ".." of node ids it no
+        longer holds), as the same handles do natively after drop_caches."""
+        os.makedirs(os.path.join(self.src, "sub", "deeper"))
+        for name, text in (("top", "top file"), ("sub/f", "in sub"), ("sub/deeper/g", "deeper")):
+            with open(os.path.join(self.src, name), "w") as f:
+                f.write(text)
+        names = ["top", "sub", "sub/f", "sub/deeper", "sub/deeper/g"]
+        natively = {name: FileHandle(self.src, name) for name in names}
+        harness.drop_unused_dentries()
+        expected = {name: handle.read() for name, handle in natively.items()}
+        self.assertEqual(expected["sub/deeper/g"], "deeper")
+        with Mount(self.src, self.mnt) as m:
+            if m.stats().get("inode_identity") != "file handles":
+                self.skipTest(f"inodes known by {m.stats().get('inode_identity')}: handles "
+                              "last only while the daemon holds the inode (splicefs(1))")
+            handles = {name: FileHandle(self.mnt, name) for name in names}
+            harness.wait_for_inodes(m, 1)  # the kernel sent FORGET for every one
+            self.assertEqual({name: handle.read() for name, handle in handles.items()}, expected)
+            # Again, with the inodes the handles brought back forgotten too.
+            harness.wait_for_inodes(m, 1)
+            self.assertEqual({name: handle.read() for name, handle in handles.items()}, expected)
+            # A file removed through the mount: ESTALE, as natively.
+            os.unlink(os.path.join(self.mnt, "sub", "f"))
+            harness.wait_for_inodes(m, 1)
+            self.assertEqual(handles["sub/f"].read(), natively["sub/f"].read())
+            self.assertEqual(handles["sub/f"].read(), ("open_by_handle_at", "ESTALE"))
             self.assertEqual(m.unmount(), 0, m.log)
 
     def test_a_million_files_leave_memory_and_fds_where_they_were(self):
