@@ -174,8 +174,9 @@ ReplyRedirect::~ReplyRedirect() {
     redirected_replies = nullptr;
 }
 
-Channel* ReplyRedirect::current() {
-    return redirected_replies;
+ssize_t ReplyRedirect::send(int device, iovec* iov, int count) {
+    if (redirected_replies) return redirected_replies->write_message(iov, count);
+    return ::writev(device, iov, count);
 }
 
 } // namespace splicefs

@@ -128,8 +128,9 @@ class ReplyRedirect {
     ~ReplyRedirect();
     ReplyRedirect(const ReplyRedirect&) = delete;
     ReplyRedirect& operator=(const ReplyRedirect&) = delete;
-    // This thread's channel for libfuse's replies, or nullptr: /dev/fuse.
-    static Channel* current();
+    // Sends a reply libfuse built: to this thread's channel if one is set,
+    // else to /dev/fuse (`device`). The custom-io hook's writev.
+    static ssize_t send(int device, iovec* iov, int count);
 };
 
 } // namespace splicefs

@@ -91,8 +91,7 @@ void amend(const Amendment& a, iovec* iov, int count) {
 
 ssize_t write_reply(int fd, iovec* iov, int count, void*) {
     amend(std::exchange(next_reply, {}), iov, count);
-    if (Channel* channel = ReplyRedirect::current()) return channel->write_message(iov, count);
-    return ::writev(fd, iov, count);
+    return ReplyRedirect::send(fd, iov, count);
 }
 
 ssize_t read_request(int fd, void* buf, size_t len, void*) {

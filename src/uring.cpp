@@ -315,7 +315,6 @@ void Uring::start(Filesystem& fs, fuse_session* session, int exit_eventfd) {
     if (!negotiated_ || !threads_.empty()) return;
     stop_fd_ = eventfd(0, EFD_CLOEXEC);
     const unsigned queues = rings_->made;
-    queues_running_ = queues;
     queues_ = queues;
     for (unsigned qid = 0; qid < queues; ++qid)
         threads_.emplace_back([this, &fs, session, qid, exit_eventfd] {
@@ -355,7 +354,6 @@ void Uring::serve_queue(Filesystem& fs, fuse_session* session, unsigned qid, int
 #else
     (void)fs, (void)session, (void)qid, (void)exit_eventfd;
 #endif
-    --queues_running_;
 }
 
 void Uring::stop() {

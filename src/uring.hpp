@@ -54,7 +54,6 @@ class Uring {
 
     // For stats: "io_uring, N queues", or "/dev/fuse" and why.
     std::string state() const;
-    bool running() const { return queues_running_.load() > 0; }
     uint64_t requests() const { return requests_.load(std::memory_order_relaxed); }
 
   private:
@@ -70,7 +69,6 @@ class Uring {
     // Touched only by start() (the worker that handled INIT) and by stop()
     // (after the workers were joined).
     std::vector<std::thread> threads_;
-    std::atomic<unsigned> queues_running_{0};
     std::atomic<uint64_t> requests_{0};
     mutable std::mutex mutex_;
     std::string failure_; // why the rings stopped or never ran

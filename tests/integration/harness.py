@@ -257,14 +257,17 @@ class Mount:
                 raise RuntimeError(f"splicefs exited with {code} before mounting: {self.log}")
             output += chunk
             self.log = output.decode(errors="replace")
-        if ARGS.io_uring and "requests by io_uring" not in self.log:
-            # A run for io_uring that served by /dev/fuse would prove nothing.
-            self.kill()
-            raise RuntimeError(f"this run is for FUSE over io_uring, but the mount is not served by it: {self.log}")
         # Keep draining stderr so that the daemon never blocks on a full pipe.
         import threading
         self._drain = threading.Thread(target=self._read_rest, args=(output,), daemon=True)
         self._drain.start()
+        if ARGS.io_uring:
+            # A run for io_uring that served by /dev/fuse would prove nothing.
+            transport = self.stats()["transport"]
+            if not transport.startswith("io_uring"):
+                self.kill()
+                raise RuntimeError(f"this run is for FUSE over io_uring, but the mount is served by "
+                                   f"{transport}: {self.log}")
         return self
 
     def _read_rest(self, output):
