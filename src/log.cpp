@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 #include <syslog.h>
 
+#include <cerrno>
 #include <cstdarg>
 #include <cstdio>
 #include <mutex>
@@ -18,12 +19,15 @@ std::mutex libfuse_mutex;
 std::string libfuse_last;
 bool libfuse_forward = false;
 
-void libfuse_log(fuse_log_level level, const char* fmt, va_list ap) {
+void forward_line(fuse_log_level level, const char* fmt, va_list ap) {
     char line[1024];
     std::vsnprintf(line, sizeof line, fmt, ap);
     std::string text(line);
     while (!text.empty() && text.back() == '\n')
         text.pop_back();
+    // A refused backing file: passthrough.cpp says why, once, in stats and
+    // the log; libfuse would call every such open an error.
+    if (text.rfind("fuse: passthrough_open:", 0) == 0) level = FUSE_LOG_DEBUG;
     bool forward;
     {
         std::lock_guard lock(libfuse_mutex);
@@ -51,6 +55,13 @@ void libfuse_log(fuse_log_level level, const char* fmt, va_list ap) {
         spdlog::info("libfuse: {}", text);
         break;
     }
+}
+
+void libfuse_log(fuse_log_level level, const char* fmt, va_list ap) {
+    // Callers read errno after a call that logged (fuse_passthrough_open).
+    const int saved_errno = errno;
+    forward_line(level, fmt, ap);
+    errno = saved_errno;
 }
 
 void install(std::shared_ptr<spdlog::logger> logger, const std::string& level) {

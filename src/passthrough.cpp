@@ -133,7 +133,7 @@ void Passthrough::kernel_init(const fuse_init_in& in, size_t size) {
     kernel_offers_direct_io_mmap_ = (flags2 & flags2_of(init_direct_io_allow_mmap)) != 0;
 }
 
-void Passthrough::negotiate(bool writeback_cache, uint32_t other_flags2) {
+void Passthrough::negotiate(fuse_conn_info* conn, bool writeback_cache, uint32_t other_flags2) {
     writeback_ = writeback_cache;
     uint32_t flags2 = other_flags2;
     if (kernel_offers_direct_io_mmap_) {
@@ -142,10 +142,41 @@ void Passthrough::negotiate(bool writeback_cache, uint32_t other_flags2) {
     }
     // The kernel ignores passthrough next to writeback caching.
     if (mode_ == PassthroughMode::auto_ && kernel_offers_ && !writeback_cache) {
+#ifdef SPLICEFS_LIBFUSE_PASSTHROUGH
+        conn->want |= FUSE_CAP_PASSTHROUGH;
+        // libfuse sends one more: the mount's own layer.
+        conn->max_backing_stack_depth = max_stack_depth - 1;
+#else
         flags2 |= flags2_of(init_passthrough);
+#endif
         negotiated_ = true;
     }
+    (void)conn;
     if (flags2 != 0) next_reply = {Amendment::init, flags2, 0};
+}
+
+int Passthrough::open_backing(fuse_req_t req, int fd) {
+#ifdef SPLICEFS_LIBFUSE_PASSTHROUGH
+    errno = 0;
+    const int id = fuse_passthrough_open(req, fd); // 0 on failure, errno kept (log.cpp)
+    return id > 0 ? id : -(errno != 0 ? errno : EIO);
+#else
+    (void)req;
+    BackingMap map{fd, 0, 0};
+    const int id = ioctl(fuse_fd_, backing_open_ioctl, &map);
+    return id > 0 ? id : -errno;
+#endif
+}
+
+void Passthrough::close_backing(fuse_req_t req, int backing_id) {
+#ifdef SPLICEFS_LIBFUSE_PASSTHROUGH
+    if (fuse_passthrough_close(req, backing_id) < 0)
+#else
+    (void)req;
+    auto id = static_cast<uint32_t>(backing_id);
+    if (ioctl(fuse_fd_, backing_close_ioctl, &id) < 0)
+#endif
+        spdlog::warn("releasing backing file {}: {}", backing_id, std::strerror(errno));
 }
 
 bool Passthrough::install(fuse_session* session, const std::vector<gid_t>& daemon_groups) {
@@ -159,7 +190,7 @@ bool Passthrough::install(fuse_session* session, const std::vector<gid_t>& daemo
     return r == 0;
 }
 
-OpenPath Passthrough::decide(int fd, int flags, InodeState& state) {
+OpenPath Passthrough::decide(fuse_req_t req, int fd, int flags, InodeState& state) {
     if (state.backing_id > 0) return OpenPath::passthrough;
     // The kernel fails cached opens of an inode that has passthrough opens
     // (and the reverse) with EIO: all opens of an inode agree.
@@ -171,13 +202,12 @@ OpenPath Passthrough::decide(int fd, int flags, InodeState& state) {
     if ((flags & O_ACCMODE) != O_RDONLY && fstat(fd, &st) == 0 &&
         (st.st_mode & (S_ISUID | S_ISGID)))
         return OpenPath::setid_write;
-    BackingMap map{fd, 0, 0};
     int id = -1, err = EPERM;
     {
         BackingFileCreds creds(*daemon_groups_);
         if (!creds.failed()) {
-            id = ioctl(fuse_fd_, backing_open_ioctl, &map);
-            err = errno;
+            id = open_backing(req, fd);
+            err = -id;
         }
     }
     if (id > 0) {
@@ -195,7 +225,8 @@ OpenPath Passthrough::decide(int fd, int flags, InodeState& state) {
     return OpenPath::kernel_refused;
 }
 
-OpenPath Passthrough::open(const Inode& inode, int fd, int flags) {
+OpenPath Passthrough::open(fuse_req_t req, const Inode& inode, int fd, int flags,
+                           fuse_file_info* fi) {
     OpenPath path;
     if (mode_ == PassthroughMode::off) {
         path = OpenPath::off;
@@ -206,19 +237,24 @@ OpenPath Passthrough::open(const Inode& inode, int fd, int flags) {
     } else {
         std::lock_guard lock(mutex_);
         InodeState& state = inodes_[&inode];
-        path = decide(fd, flags, state);
+        path = decide(req, fd, flags, state);
         if (path == OpenPath::passthrough) {
             ++state.passthrough_opens;
+#ifdef SPLICEFS_LIBFUSE_PASSTHROUGH
+            fi->backing_id = state.backing_id;
+#else
             next_reply = {Amendment::open, 0, state.backing_id};
+#endif
         } else {
             ++state.data_path_opens;
         }
     }
+    (void)fi;
     count(path);
     return path;
 }
 
-void Passthrough::release(const Inode& inode, OpenPath path) {
+void Passthrough::release(fuse_req_t req, const Inode& inode, OpenPath path) {
     if (path == OpenPath::off || path == OpenPath::cache_policy || path == OpenPath::kernel_lacks)
         return;
     std::lock_guard lock(mutex_);
@@ -231,9 +267,7 @@ void Passthrough::release(const Inode& inode, OpenPath path) {
         --state.data_path_opens;
     if (state.passthrough_opens + state.data_path_opens > 0) return;
     if (state.backing_id > 0) {
-        uint32_t id = static_cast<uint32_t>(state.backing_id);
-        if (ioctl(fuse_fd_, backing_close_ioctl, &id) < 0)
-            spdlog::warn("releasing backing file {}: {}", id, std::strerror(errno));
+        close_backing(req, state.backing_id);
         backing_ids_.fetch_sub(1);
     }
     inodes_.erase(it);

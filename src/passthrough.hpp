@@ -8,12 +8,18 @@
 // libfuse 3.14 has no API for it: its capability words are 32 bits and its
 // open reply has no backing id. So the INIT and OPEN/CREATE replies it
 // writes are amended on their way to /dev/fuse (fuse_session_custom_io).
+// Built with libfuse 3.17 or later, its own API does that instead
+// (FUSE_CAP_PASSTHROUGH, fuse_passthrough_open, fuse_file_info::backing_id).
 #pragma once
 
 #include "options.hpp"
 
 #include <fuse_lowlevel.h>
 #include <linux/fuse.h>
+
+#if FUSE_MAJOR_VERSION > 3 || (FUSE_MAJOR_VERSION == 3 && FUSE_MINOR_VERSION >= 17)
+#define SPLICEFS_LIBFUSE_PASSTHROUGH 1
+#endif
 
 #include <array>
 #include <atomic>
@@ -55,9 +61,9 @@ class Passthrough {
     // The flags2 word of the kernel's INIT request (0 without FUSE_INIT_EXT).
     uint32_t kernel_flags2() const { return kernel_flags2_; }
     // From the init operation, on the thread that will send the INIT reply:
-    // asks for passthrough there unless writeback caching was negotiated,
-    // and for `other_flags2` (FUSE over io_uring).
-    void negotiate(bool writeback_cache, uint32_t other_flags2 = 0);
+    // asks for passthrough unless writeback caching was negotiated, and for
+    // `other_flags2` (FUSE over io_uring).
+    void negotiate(fuse_conn_info* conn, bool writeback_cache, uint32_t other_flags2 = 0);
     bool negotiated() const { return negotiated_; }
     // The kernel allows shared mmap of FOPEN_DIRECT_IO files (Linux 6.6+),
     // asked for in the INIT reply.
@@ -68,11 +74,12 @@ class Passthrough {
     bool install(fuse_session* session, const std::vector<gid_t>& daemon_groups);
 
     // At OPEN/CREATE of `inode`, whose source file is open as `fd` with
-    // `flags`: which path the open takes. For OpenPath::passthrough, the reply this thread
-    // sends next carries the backing id (mark_reply); release() must follow
-    // when the kernel releases the open file.
-    OpenPath open(const Inode& inode, int fd, int flags);
-    void release(const Inode& inode, OpenPath path);
+    // `flags`: which path the open takes. For OpenPath::passthrough, the
+    // reply to `req` carries the backing id (`fi`, or the mark on the reply
+    // this thread sends next); release() must follow when the kernel
+    // releases the open file.
+    OpenPath open(fuse_req_t req, const Inode& inode, int fd, int flags, fuse_file_info* fi);
+    void release(fuse_req_t req, const Inode& inode, OpenPath path);
     // The open's reply was not sent after all: drop its mark.
     static void discard_mark();
 
@@ -89,7 +96,10 @@ class Passthrough {
         int backing_id = 0;
         uint32_t passthrough_opens = 0, data_path_opens = 0;
     };
-    OpenPath decide(int fd, int flags, InodeState& state);
+    OpenPath decide(fuse_req_t req, int fd, int flags, InodeState& state);
+    // The kernel's id for `fd` as a backing file, or -errno.
+    int open_backing(fuse_req_t req, int fd);
+    void close_backing(fuse_req_t req, int backing_id);
     void count(OpenPath path) { opens_[static_cast<size_t>(path)].fetch_add(1); }
 
     const PassthroughMode mode_;

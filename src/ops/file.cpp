@@ -72,11 +72,12 @@ bool close_reports_nothing(int fd, int flags) {
     }
 }
 
-void fill_open_reply(Filesystem& fs, fuse_file_info* fi, util::Fd fd, int flags,
+void fill_open_reply(fuse_req_t req, fuse_file_info* fi, util::Fd fd, int flags,
                      const Inode& inode) {
+    Filesystem& fs = fs_of(req);
     auto handle = std::make_unique<FileHandle>();
     handle->inode = &inode;
-    const OpenPath path = fs.passthrough.open(inode, fd.get(), flags);
+    const OpenPath path = fs.passthrough.open(req, inode, fd.get(), flags, fi);
     handle->path = path;
     if (flags & O_DIRECT) {
         // Reopened, not duplicated: O_DIRECT belongs to the open file.
@@ -105,9 +106,10 @@ void fill_open_reply(Filesystem& fs, fuse_file_info* fi, util::Fd fd, int flags,
     fi->keep_cache = fs.opts.cache != CachePolicy::never;
 }
 
-void release_handle(Filesystem& fs, fuse_file_info* fi) {
+void release_handle(fuse_req_t req, fuse_file_info* fi) {
+    Filesystem& fs = fs_of(req);
     FileHandle& handle = handle_of(fi);
-    if (handle.inode) fs.passthrough.release(*handle.inode, handle.path);
+    if (handle.inode) fs.passthrough.release(req, *handle.inode, handle.path);
     if (handle.pinned_inode) fs.inodes.unpin(*handle.pinned_inode);
     fs.open_files.remove(&handle);
 }
@@ -135,9 +137,9 @@ void open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     }
     // An open file keeps its inode's fd: it may lose its last name.
     fs.inodes.pin(inode, path);
-    fill_open_reply(fs, fi, std::move(fd), flags, inode);
+    fill_open_reply(req, fi, std::move(fd), flags, inode);
     handle_of(fi).pinned_inode = &inode;
-    if (fuse_reply_open(req, fi) != 0) release_handle(fs, fi); // the opener was interrupted
+    if (fuse_reply_open(req, fi) != 0) release_handle(req, fi); // the opener was interrupted
     Passthrough::discard_mark();
 }
 
@@ -176,10 +178,10 @@ void create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, fu
     Inode& inode = fs.inodes.get(e.ino);
     const PathFd path = fs.inodes.path_fd(inode);
     if (path) fs.inodes.pin(inode, path);
-    fill_open_reply(fs, fi, std::move(fd), flags, inode);
+    fill_open_reply(req, fi, std::move(fd), flags, inode);
     if (path) handle_of(fi).pinned_inode = &inode;
     if (fuse_reply_create(req, &e, fi) != 0) {
-        release_handle(fs, fi);
+        release_handle(req, fi);
         fs.inodes.forget(e.ino, 1);
     }
     Passthrough::discard_mark();
@@ -196,7 +198,7 @@ void flush(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
 }
 
 void release(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
-    release_handle(fs_of(req), fi);
+    release_handle(req, fi);
     fuse_reply_err(req, 0);
 }
 

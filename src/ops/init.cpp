@@ -32,7 +32,7 @@ void init(void* userdata, fuse_conn_info* conn) {
     // in the INIT reply itself (passthrough.hpp).
     // FUSE over io_uring (uring.hpp) too: its flag travels in the same word.
     fs.uring.kernel_init(fs.passthrough.kernel_flags2());
-    fs.passthrough.negotiate(fs.writeback_cache, fs.uring.negotiate());
+    fs.passthrough.negotiate(conn, fs.writeback_cache, fs.uring.negotiate());
     // POSIX ACLs as on the source: the kernel enforces them (it checks
     // permissions only with default_permissions, so only then), caches
     // them, and sees a mode changed by setting one at once. It then leaves
