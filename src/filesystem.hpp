@@ -165,8 +165,10 @@ struct Filesystem {
     }
     // stat() of a source inode as the mount presents it: a block device
     // appears as a regular file of the device's size.
-    int stat_source(int fd, struct stat& st) const;
+    int stat_source(int fd, struct stat& st) const { return stat_source_at(fd, "", st); }
     int stat_source(Inode& inode, struct stat& st);
+    // The same for `name` in directory `dir_fd` ("" for `dir_fd` itself).
+    int stat_source_at(int dir_fd, const char* name, struct stat& st) const;
     // `st` of a source inode, as the kernel is to see it (InodeNumbers).
     void present(struct stat& st) { st.st_ino = inode_numbers.of(st.st_dev, st.st_ino); }
 };

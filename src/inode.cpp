@@ -30,6 +30,18 @@ bool handle_of(int fd, std::vector<unsigned char>& handle, int& mount_id) {
     return true;
 }
 
+// The same for `name` in directory `dir_fd`, without opening it (a
+// mountpoint's name gives the mounted root's handle, as stat does).
+bool handle_of_name(int dir_fd, const char* name, std::vector<unsigned char>& handle,
+                    int& mount_id) {
+    HandleBuffer buffer{};
+    buffer.header.handle_bytes = MAX_HANDLE_SZ;
+    if (name_to_handle_at(dir_fd, name, &buffer.header, &mount_id, 0) < 0) return false;
+    const auto* begin = reinterpret_cast<const unsigned char*>(&buffer);
+    handle.assign(begin, begin + sizeof(file_handle) + buffer.header.handle_bytes);
+    return true;
+}
+
 // An fd open_by_handle_at accepts for the mount the directory `fd` is on:
 // not O_PATH, which it refuses (EBADF). The first inode of a mount the daemon
 // meets is the mount's root, a directory; a bind-mounted file is not one and
@@ -109,13 +121,15 @@ PathFd InodeTable::path_fd(Inode& inode) {
     }
     if (err) return PathFd(err);
     auto opened = shared(std::move(fd));
+    bool again;
     {
         std::lock_guard lock(inode.fd_mutex);
         if (inode.fd) return PathFd(inode.fd); // another worker was first
         inode.fd = opened;
+        again = std::exchange(inode.had_fd, true);
     }
     std::lock_guard lock(mutex_);
-    ++reopened_;
+    if (again) ++reopened_; // not the first open of an inode looked up without one
     cache_fd(inode, nullptr);
     return PathFd(std::move(opened));
 }
@@ -156,65 +170,101 @@ int InodeTable::reopen(Inode& inode, util::Fd& fd) {
 
 Inode& InodeTable::remember(util::Fd fd, const struct stat& st, Inode& parent,
                             std::string_view name) {
-    const bool names_entry = name != "." && name != "..";
-    const auto id = std::make_pair(st.st_dev, st.st_ino);
     std::vector<unsigned char> handle;
     int mount_id = -1;
     bool handle_known = false;
     std::unique_lock lock(mutex_);
-    auto it = by_source_id_.find(id);
-    if ((it == by_source_id_.end() || it->second->retired) && use_file_handles_) {
+    if (use_file_handles_ && needs_handle_locked(st)) {
         // A new inode, or one the kernel forgot: learn its handle outside the
-        // lock. A retired inode whose handle is not this file's was removed
-        // outside the mount and its number reused; its handles are stale.
+        // lock.
         lock.unlock();
         handle_known = handle_of(fd.get(), handle, mount_id);
         lock.lock();
-        it = by_source_id_.find(id);
-        if (it != by_source_id_.end() && it->second->retired &&
-            (!handle_known || it->second->handle != handle)) {
-            erase(it->second);
-            it = by_source_id_.end();
-        }
     }
-    Inode* inode;
-    if (it == by_source_id_.end()) {
-        inode = new Inode;
-        inode->dev = st.st_dev;
-        inode->ino = st.st_ino;
-        inode->type = st.st_mode & S_IFMT;
-        inode->generation = ++generations_;
-        if (handle_known) {
-            auto [mount, added] = mount_fds_.try_emplace(mount_id);
-            if (added) mount->second.reset(mount_fd_from(fd.get()));
-            if (mount->second) {
-                inode->handle = std::move(handle);
-                inode->mount_fd = mount->second.get();
-            } else {
-                mount_fds_.erase(mount);
-            }
-        }
-        by_source_id_.emplace(id, inode);
-        live_.insert(inode);
-        peak_size_ = std::max(peak_size_, by_source_id_.size());
-        util::publish(inode); // its node id goes to the kernel in the reply
-    } else {
-        inode = it->second;
+    const bool mount_known = !handle_known || mount_fds_.contains(mount_id);
+    if (!mount_known) {
+        // The first inode met on this mount: an fd open_by_handle_at takes.
+        util::Fd mount_fd(mount_fd_from(fd.get()));
+        if (mount_fd)
+            mount_fds_.emplace(mount_id, std::move(mount_fd));
+        else
+            handle_known = false;
     }
-    ++inode->nlookup;
-    if (inode->retired) unretire(*inode);
-    if (inode->handle.empty() && names_entry && inode->parent != &parent) {
+    Inode& inode = find_or_add_locked(st, handle_known ? &handle : nullptr, mount_id);
+    note_lookup_locked(inode, parent, name);
+    cache_fd(inode, shared(std::move(fd)));
+    return inode;
+}
+
+Inode* InodeTable::remember_unopened(int dir_fd, const char* name, const struct stat& st,
+                                     Inode& parent) {
+    std::unique_lock lock(mutex_);
+    std::vector<unsigned char> handle;
+    int mount_id = -1;
+    if (use_file_handles_ && needs_handle_locked(st)) {
+        lock.unlock();
+        if (!handle_of_name(dir_fd, name, handle, mount_id)) return nullptr;
+        // The handle must be of the file stat'ed: the name may have been
+        // given to another file in between.
+        struct stat again {};
+        if (fstatat(dir_fd, name, &again, AT_SYMLINK_NOFOLLOW) < 0 || again.st_dev != st.st_dev ||
+            again.st_ino != st.st_ino)
+            return nullptr;
+        lock.lock();
+        if (!mount_fds_.contains(mount_id)) return nullptr; // remember() learns the mount
+    }
+    Inode& inode = find_or_add_locked(st, handle.empty() ? nullptr : &handle, mount_id);
+    note_lookup_locked(inode, parent, name);
+    return &inode;
+}
+
+bool InodeTable::needs_handle_locked(const struct stat& st) {
+    const auto it = by_source_id_.find({st.st_dev, st.st_ino});
+    return it == by_source_id_.end() || it->second->retired;
+}
+
+Inode& InodeTable::find_or_add_locked(const struct stat& st, std::vector<unsigned char>* handle,
+                                      int mount_id) {
+    const auto id = std::make_pair(st.st_dev, st.st_ino);
+    auto it = by_source_id_.find(id);
+    // A retired inode whose handle is not this file's was removed outside
+    // the mount and its number reused: its handles are stale.
+    if (it != by_source_id_.end() && it->second->retired &&
+        (!handle || it->second->handle != *handle)) {
+        erase(it->second);
+        it = by_source_id_.end();
+    }
+    if (it != by_source_id_.end()) return *it->second;
+    auto* inode = new Inode;
+    inode->dev = st.st_dev;
+    inode->ino = st.st_ino;
+    inode->type = st.st_mode & S_IFMT;
+    inode->generation = ++generations_;
+    if (handle) {
+        inode->handle = std::move(*handle);
+        inode->mount_fd = mount_fds_.at(mount_id).get();
+    }
+    by_source_id_.emplace(id, inode);
+    live_.insert(inode);
+    peak_size_ = std::max(peak_size_, by_source_id_.size());
+    util::publish(inode); // its node id goes to the kernel in the reply
+    return *inode;
+}
+
+void InodeTable::note_lookup_locked(Inode& inode, Inode& parent, std::string_view name) {
+    const bool names_entry = name != "." && name != "..";
+    ++inode.nlookup;
+    if (inode.retired) unretire(inode);
+    if (inode.handle.empty() && names_entry && inode.parent != &parent) {
         ++parent.children;
-        if (Inode* old = std::exchange(inode->parent, &parent)) {
+        if (Inode* old = std::exchange(inode.parent, &parent)) {
             --old->children;
             release_locked(old);
         }
     }
-    if (inode->handle.empty() && names_entry) inode->name = name;
-    inode->last_used.store(use_clock_.fetch_add(1, std::memory_order_relaxed) + 1,
-                           std::memory_order_relaxed);
-    cache_fd(*inode, shared(std::move(fd)));
-    return *inode;
+    if (inode.handle.empty() && names_entry) inode.name = name;
+    inode.last_used.store(use_clock_.fetch_add(1, std::memory_order_relaxed) + 1,
+                          std::memory_order_relaxed);
 }
 
 void InodeTable::cache_fd(Inode& inode, std::shared_ptr<const util::Fd> fd) {
@@ -222,6 +272,7 @@ void InodeTable::cache_fd(Inode& inode, std::shared_ptr<const util::Fd> fd) {
         std::lock_guard fd_lock(inode.fd_mutex);
         if (inode.fd) return; // the one it has is as good; `fd` closes
         inode.fd = std::move(fd);
+        inode.had_fd = true;
     }
     if (inode.pins > 0 || inode.in_cache) return;
     inode.in_cache = true;
@@ -356,6 +407,7 @@ void InodeTable::pin(Inode& inode, const PathFd& fd) {
     }
     std::lock_guard fd_lock(inode.fd_mutex);
     if (!inode.fd) inode.fd = fd.shared();
+    inode.had_fd = true;
 }
 
 void InodeTable::unpin(Inode& inode) {
@@ -373,8 +425,9 @@ InodeTable::FdStats InodeTable::fd_stats() {
     return {cached_.size(), fd_budget_, reopened_, use_file_handles_};
 }
 
-int Filesystem::stat_source(int fd, struct stat& st) const {
-    if (fstatat(fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) return errno;
+int Filesystem::stat_source_at(int dir_fd, const char* name, struct stat& st) const {
+    const int flags = AT_SYMLINK_NOFOLLOW | (*name == '\0' ? AT_EMPTY_PATH : 0);
+    if (fstatat(dir_fd, name, &st, flags) < 0) return errno;
     if (single_file && single_file->block_device && st.st_dev == single_file->dev &&
         st.st_ino == single_file->ino) {
         st.st_mode = S_IFREG | (st.st_mode & 07777);

@@ -59,6 +59,7 @@ struct Inode {
     // the cache never closes it under them. Guarded by fd_mutex.
     std::mutex fd_mutex;
     std::shared_ptr<const util::Fd> fd;
+    bool had_fd = false; // an fd was open before: opening one now is a reopen
     // InodeTable's use clock at the last operation: the least recently used
     // fds are closed first.
     std::atomic<uint64_t> last_used{0};
@@ -115,6 +116,13 @@ class InodeTable {
     // found as `name` in directory `parent`, and counts one more kernel
     // lookup. Takes `fd` into the cache or closes it.
     Inode& remember(util::Fd fd, const struct stat& st, Inode& parent, std::string_view name);
+    // The same for `name` in directory `dir_fd`, stat'ed as `st`, without
+    // an fd: it is opened (by handle or by name) when an operation first
+    // needs it. A lookup costs a stat and, for an inode new to the daemon, a
+    // name_to_handle_at. Null when it cannot be recorded so (the name went to
+    // another file meanwhile, a mount not met yet): then open it and
+    // remember().
+    Inode* remember_unopened(int dir_fd, const char* name, const struct stat& st, Inode& parent);
     // Drops `n` lookups; the inode is freed when none is left.
     void forget(fuse_ino_t ino, uint64_t n);
     // The source inode `st` describes is now called `name` in `parent`
@@ -145,11 +153,14 @@ class InodeTable {
     void cache_fd(Inode& inode, std::shared_ptr<const util::Fd> fd); // table mutex held
     void shrink_cache_to(size_t target);                             // table mutex held
     void release_locked(Inode* inode);                               // table mutex held
-    void retire(Inode& inode);                                       // table mutex held
-    void unretire(Inode& inode);                                     // table mutex held
-    void erase(Inode* inode);                                        // table mutex held
+    bool needs_handle_locked(const struct stat& st);
+    Inode& find_or_add_locked(const struct stat& st, std::vector<unsigned char>* handle,
+                              int mount_id);
+    void note_lookup_locked(Inode& inode, Inode& parent, std::string_view name);
+    void retire(Inode& inode);   // table mutex held
+    void unretire(Inode& inode); // table mutex held
+    void erase(Inode* inode);    // table mutex held
     int reopen(Inode& inode, util::Fd& fd);
-    void learn_handle(Inode& inode, int fd);
 
     std::mutex mutex_;
     std::map<std::pair<dev_t, ino_t>, Inode*> by_source_id_;

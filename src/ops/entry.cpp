@@ -11,13 +11,38 @@
 
 namespace splicefs::ops {
 
-int lookup_entry(Filesystem& fs, Inode& parent, const char* name, fuse_entry_param& e) {
+namespace {
+
+void fill_entry(Filesystem& fs, const Inode& inode, fuse_entry_param& e) {
+    e.ino = fs.inodes.id_of(inode);
+    e.generation = inode.generation;
+    fs.present(e.attr);
+}
+
+} // namespace
+
+int lookup_entry(Filesystem& fs, Inode& parent, const char* name, fuse_entry_param& e,
+                 EntryFd entry_fd) {
     e = fuse_entry_param{};
     e.attr_timeout = fs.timeout;
     e.entry_timeout = fs.timeout;
     const bool in_root = &parent == &fs.inodes.root();
+    const bool itself = std::strcmp(name, ".") == 0 || (in_root && std::strcmp(name, "..") == 0);
+    const bool synthetic = in_root && fs.is_synthetic_root(FUSE_ROOT_ID);
+    if (entry_fd == EntryFd::when_needed && !synthetic && !itself && std::strcmp(name, "..") != 0) {
+        // A stat of the name, no open: lookups of inodes the daemon knows
+        // cost one syscall, and a walk opens no fd it does not use.
+        const PathFd dir = fs.inodes.path_fd(parent);
+        if (!dir) return dir.error();
+        if (const int err = fs.stat_source_at(dir.get(), name, e.attr)) return err;
+        if (Inode* inode = fs.inodes.remember_unopened(dir.get(), name, e.attr, parent)) {
+            fill_entry(fs, *inode, e);
+            return 0;
+        }
+        e.attr = {};
+    }
     util::Fd fd;
-    if (in_root && fs.is_synthetic_root(FUSE_ROOT_ID)) {
+    if (synthetic) {
         // The single file is the root's only entry.
         if (name != fs.single_file->name) return ENOENT;
         fd.reset(fcntl(fs.single_file_fd.get(), F_DUPFD_CLOEXEC, 0));
@@ -27,8 +52,6 @@ int lookup_entry(Filesystem& fs, Inode& parent, const char* name, fuse_entry_par
         // `..` of the root is the root: the mount shows nothing above SOURCE.
         // `.` is the inode itself, also when it is no directory (the kernel
         // asks so for a node id from a file handle, see FUSE_EXPORT_SUPPORT).
-        const bool itself =
-            std::strcmp(name, ".") == 0 || (in_root && std::strcmp(name, "..") == 0);
         auto open_entry = [&] {
             return itself ? fcntl(dir.get(), F_DUPFD_CLOEXEC, 0)
                           : openat(dir.get(), name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
@@ -41,10 +64,7 @@ int lookup_entry(Filesystem& fs, Inode& parent, const char* name, fuse_entry_par
     }
     if (!fd) return errno;
     if (const int err = fs.stat_source(fd.get(), e.attr)) return err;
-    Inode& inode = fs.inodes.remember(std::move(fd), e.attr, parent, name);
-    e.ino = fs.inodes.id_of(inode);
-    e.generation = inode.generation;
-    fs.present(e.attr);
+    fill_entry(fs, fs.inodes.remember(std::move(fd), e.attr, parent, name), e);
     return 0;
 }
 
@@ -66,7 +86,8 @@ void reply_created(fuse_req_t req, Inode& parent, const char* name, int result) 
         return;
     }
     fuse_entry_param e;
-    const int err = lookup_entry(fs_of(req), parent, name, e);
+    // What was just made is used next (a new directory gets entries).
+    const int err = lookup_entry(fs_of(req), parent, name, e, EntryFd::now);
     if (err)
         fuse_reply_err(req, err);
     else

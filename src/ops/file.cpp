@@ -170,7 +170,7 @@ void create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, fu
         return;
     }
     fuse_entry_param e;
-    const int err = lookup_entry(fs, dir, name, e);
+    const int err = lookup_entry(fs, dir, name, e, EntryFd::now); // pinned next
     if (err) {
         fuse_reply_err(req, err);
         return;

@@ -9,7 +9,11 @@ namespace splicefs::ops {
 
 // Looks `name` up in `parent` and fills `e` with one more kernel reference.
 // Returns 0 or an errno value.
-int lookup_entry(Filesystem& fs, Inode& parent, const char* name, fuse_entry_param& e);
+// Whether a looked-up inode gets its O_PATH fd at once, or when an
+// operation first needs it (the inode store opens it by handle or name).
+enum class EntryFd { now, when_needed };
+int lookup_entry(Filesystem& fs, Inode& parent, const char* name, fuse_entry_param& e,
+                 EntryFd entry_fd = EntryFd::when_needed);
 // Replies EPERM and returns true when `parent` is the synthetic root of a
 // single-file mount, where nothing can be created, removed or renamed.
 bool refused_in_synthetic_root(fuse_req_t req, fuse_ino_t parent);

@@ -101,6 +101,14 @@ def open_by_handle(directory, name):
     return FileHandle(directory, name).read()
 
 
+def use_every_inode(root):
+    """Makes the daemon open an fd for every inode under root: a lookup
+    opens none (the inode store opens one on first use), but listxattr does."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in [""] + dirnames + filenames:
+            os.listxattr(os.path.join(dirpath, name), follow_symlinks=False)
+
+
 def rss_kib(pid):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -212,6 +220,7 @@ class Inodes(unittest.TestCase):
                     self.fail(f"mount in a new namespace failed: {namespace.stderr.read()}")
                 for _ in range(3):
                     listing(self.mnt)
+                    use_every_inode(self.mnt)
                 self.assertGreater(m.stats()["inode_fds_reopened"], 0)
                 self.assertTrue(is_mounted(below), "a mount below the mountpoint was detached")
                 self.assertTrue(is_mounted(on_alias), "a mount on an entry reached through a bind mount was detached")
@@ -275,6 +284,7 @@ for line in sys.stdin:
                 for _ in range(3):
                     found = subprocess.run(["find", self.mnt, "-type", "f"], capture_output=True, text=True)
                     self.assertEqual(found.returncode, 0, found.stderr)
+                    use_every_inode(self.mnt)
                 stats = m.stats()
                 print(f"fd limit {fd_limit}, inodes known by {stats.get('inode_identity')}: {stats['inodes']} "
                       f"inodes held, {stats.get('inode_fds')} fds of {stats.get('inode_fd_budget')}, "
@@ -367,6 +377,7 @@ for line in sys.stdin:
             def pressure():
                 for _ in range(3):
                     subprocess.run(["find", self.mnt], capture_output=True, check=True)
+                    use_every_inode(self.mnt)
             through = answers(self.mnt, pressure)
             self.assertGreater(m.stats()["inode_fds_reopened"], 0, "no fd pressure: the test proves nothing")
             self.assertEqual(m.unmount(), 0, m.log)
