@@ -19,24 +19,15 @@ struct HandleBuffer {
     unsigned char bytes[MAX_HANDLE_SZ];
 };
 
-// The source file handle of `fd` and the id of the mount it is valid on, or
-// false when the source cannot give one (no export support).
-bool handle_of(int fd, std::vector<unsigned char>& handle, int& mount_id) {
+// The source file handle of `name` in directory `dir_fd` ("" for `dir_fd`
+// itself; a mountpoint's name gives the mounted root's, as stat does) and
+// the id of the mount it is valid on, or false when the source cannot give
+// one (no export support).
+bool handle_of(int dir_fd, const char* name, std::vector<unsigned char>& handle, int& mount_id) {
     HandleBuffer buffer{};
     buffer.header.handle_bytes = MAX_HANDLE_SZ;
-    if (name_to_handle_at(fd, "", &buffer.header, &mount_id, AT_EMPTY_PATH) < 0) return false;
-    const auto* begin = reinterpret_cast<const unsigned char*>(&buffer);
-    handle.assign(begin, begin + sizeof(file_handle) + buffer.header.handle_bytes);
-    return true;
-}
-
-// The same for `name` in directory `dir_fd`, without opening it (a
-// mountpoint's name gives the mounted root's handle, as stat does).
-bool handle_of_name(int dir_fd, const char* name, std::vector<unsigned char>& handle,
-                    int& mount_id) {
-    HandleBuffer buffer{};
-    buffer.header.handle_bytes = MAX_HANDLE_SZ;
-    if (name_to_handle_at(dir_fd, name, &buffer.header, &mount_id, 0) < 0) return false;
+    const int flags = *name == '\0' ? AT_EMPTY_PATH : 0;
+    if (name_to_handle_at(dir_fd, name, &buffer.header, &mount_id, flags) < 0) return false;
     const auto* begin = reinterpret_cast<const unsigned char*>(&buffer);
     handle.assign(begin, begin + sizeof(file_handle) + buffer.header.handle_bytes);
     return true;
@@ -78,7 +69,7 @@ InodeTable::InodeTable(util::Fd root_fd, size_t fd_budget, bool use_file_handles
         int mount_id = -1;
         use_file_handles_ = false;
         util::Fd mount_fd(mount_fd_from(root_fd.get()));
-        if (mount_fd && handle_of(root_fd.get(), handle, mount_id)) {
+        if (mount_fd && handle_of(root_fd.get(), "", handle, mount_id)) {
             const util::Fd probe(open_by_handle_at(
                 mount_fd.get(), reinterpret_cast<file_handle*>(handle.data()), O_PATH | O_CLOEXEC));
             if (probe) {
@@ -178,7 +169,7 @@ Inode& InodeTable::remember(util::Fd fd, const struct stat& st, Inode& parent,
         // A new inode, or one the kernel forgot: learn its handle outside the
         // lock.
         lock.unlock();
-        handle_known = handle_of(fd.get(), handle, mount_id);
+        handle_known = handle_of(fd.get(), "", handle, mount_id);
         lock.lock();
     }
     const bool mount_known = !handle_known || mount_fds_.contains(mount_id);
@@ -203,7 +194,7 @@ Inode* InodeTable::remember_unopened(int dir_fd, const char* name, const struct 
     int mount_id = -1;
     if (use_file_handles_ && needs_handle_locked(st)) {
         lock.unlock();
-        if (!handle_of_name(dir_fd, name, handle, mount_id)) return nullptr;
+        if (!handle_of(dir_fd, name, handle, mount_id)) return nullptr;
         // The handle must be of the file stat'ed: the name may have been
         // given to another file in between.
         struct stat again {};

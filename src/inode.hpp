@@ -164,7 +164,7 @@ class InodeTable {
 
     std::mutex mutex_;
     std::map<std::pair<dev_t, ino_t>, Inode*> by_source_id_;
-    std::unordered_set<Inode*> live_;             // every Inode, for find()
+    std::unordered_set<Inode*> live_;             // every Inode, for hold()
     std::unordered_set<Inode*> cached_;           // inodes whose fd the cache holds
     std::unordered_map<int, util::Fd> mount_fds_; // mount id -> an fd on that mount
     std::list<Inode*> retired_;                   // oldest first

@@ -186,6 +186,25 @@ TEST_P(InodeTableTest, ARetiredInodeIsNotANewFileWithItsNumber) {
     EXPECT_EQ(reach(b), std::make_pair(0, old_ino));
 }
 
+// A lookup records an inode without opening it (remember_unopened); the
+// first use opens it as itself, and that first open is not a reopen.
+TEST_P(InodeTableTest, ALookupOpensNoFdUntilTheInodeIsUsed) {
+    ASSERT_EQ(mkdir((dir_ + "/d").c_str(), 0755), 0);
+    close(open((dir_ + "/d/a").c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0644));
+    const util::Fd dir = open_path("d");
+    struct stat st {};
+    ASSERT_EQ(fstatat(dir.get(), "a", &st, AT_SYMLINK_NOFOLLOW), 0);
+    Inode& d = add("d/", table_->root(), "d");
+    Inode* a = table_->remember_unopened(dir.get(), "a", st, d);
+    ASSERT_NE(a, nullptr);
+    EXPECT_EQ(table_->fd_stats().open, 1U); // d's, not a's
+    EXPECT_EQ(a->handle.empty(), !GetParam());
+    EXPECT_EQ(table_->remember_unopened(dir.get(), "a", st, d), a); // the same inode, once more
+    EXPECT_EQ(reach(*a), std::make_pair(0, st.st_ino));
+    EXPECT_EQ(table_->fd_stats().reopened, 0U);
+    EXPECT_EQ(table_->fd_stats().open, 2U);
+}
+
 TEST_P(InodeTableTest, ADirectoryStaysWhileAChildNeedsItsName) {
     Inode& d = add("d/", table_->root(), "d");
     Inode& a = add("d/a", d, "a");
