@@ -328,6 +328,9 @@ class MountedTestCase(unittest.TestCase):
 
     def setUp(self):
         self.tmp = tempfile.mkdtemp(prefix="splicefs-test-")
+        # A cleanup, not tearDown: unittest skips tearDown when setUp fails
+        # (a mount that did not come up), and the directory would stay.
+        self.addCleanup(shutil.rmtree, self.tmp, ignore_errors=True)
         os.chmod(self.tmp, 0o755)
         self.src = os.path.join(self.tmp, "src")
         self.mnt = os.path.join(self.tmp, "mnt")
@@ -344,7 +347,6 @@ class MountedTestCase(unittest.TestCase):
             self.assertEqual(code, 0, f"daemon exit code; log:\n{self.mount.log}")
         finally:
             self.mount.kill()
-            shutil.rmtree(self.tmp, ignore_errors=True)
 
     def m(self, *parts):
         return os.path.join(self.mnt, *parts)
