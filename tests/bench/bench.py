@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 
+LS_FILES = 100_000
 MIB = 1 << 20
 GIB = 1 << 30
 MODES = ("off", "read", "write", "all")
@@ -159,6 +160,13 @@ def timed_tar(root, out):
     return elapsed
 
 
+def timed_ls(directory):
+    """ls -l of DIRECTORY: a stat and two extended attributes per entry."""
+    start = time.monotonic()
+    subprocess.run(["ls", "-l", directory], stdout=subprocess.DEVNULL, check=True)
+    return time.monotonic() - start
+
+
 def timed_files(directory, count):
     start = time.monotonic()
     names = [os.path.join(directory, f"f{i}") for i in range(count)]
@@ -183,6 +191,14 @@ class Mounted:
                              check=True).stdout
         self.pid = json.loads(out)["mounts"][0]["pid"]
         return self
+
+    def counters(self):
+        """The daemon's request counts by operation and its CPU seconds so far."""
+        out = subprocess.run([self.cmd[0], "stats", "--json", self.mountpoint], capture_output=True, text=True,
+                             check=True).stdout
+        # (Builds before the per-operation counters have none.)
+        return (json.loads(out)["mounts"][0].get("requests", {}),
+                clock_ticks_of(self.pid) / os.sysconf("SC_CLK_TCK"))
 
     def __exit__(self, *exc):
         subprocess.run(["fusermount3", "-u", self.mountpoint], check=False)
@@ -216,6 +232,7 @@ METADATA_ROWS = (
     ("findstat", "find+stat over the tree", "s"),
     ("findstat_again", "find+stat again, 1.5 s later", "s"),
     ("tar", "tar of the tree's small files", "s"),
+    ("ls", "ls -l of one directory of 100,000 files", "s"),
     ("direct4k", "read 4K random, direct I/O", "/s"),
 )
 
@@ -236,6 +253,7 @@ class Bench:
         self.builds = [("", args.binary)] + ([("base:", args.baseline)] if args.baseline else [])
         self.variants = [("splicefs", [])] + [("splicefs " + v, v.split()) for v in args.variant]
         self.results = {}  # key -> list of (value, cpu s/GiB)
+        self.trips = {}  # (metadata row, build+variant) -> list of (requests by operation, daemon CPU s)
 
     def prepare(self):
         os.mkdir(self.src)
@@ -246,6 +264,10 @@ class Bench:
                 f.write(chunk)
         if self.args.only != "data":
             make_tree(os.path.join(self.src, "tree"), 1000, 20, 2048)
+            big = os.path.join(self.src, "big")
+            os.mkdir(big)
+            for i in range(LS_FILES):
+                os.close(os.open(os.path.join(big, f"f{i}"), os.O_WRONLY | os.O_CREAT, 0o644))
 
     def record(self, key, value, cpu=None):
         self.results.setdefault(key, []).append((value, cpu))
@@ -312,6 +334,8 @@ class Bench:
             return timed_find_stat(os.path.join(root, "tree"))
         if row == "tar":
             return timed_tar(os.path.join(root, "tree"), os.path.join(self.tmp, "tree.tar"))
+        if row == "ls":
+            return timed_ls(os.path.join(root, "big"))
         return timed_direct_random_reads(os.path.join(root, "data"), min(self.size, GIB), 4096, 20000)
 
     def metadata_round(self):
@@ -327,8 +351,12 @@ class Bench:
             for row, _, _ in METADATA_ROWS:
                 self.record(("meta", row, "native"), self.metadata_one(self.src, row))
             for row, tag, binary, label, extra in jobs:
-                with self.mounted(binary, "read", extra):
+                with self.mounted(binary, "read", extra) as m:
+                    requests_before, cpu_before = m.counters()
                     self.record(("meta", row, tag + label), self.metadata_one(self.mnt, row))
+                    requests_after, cpu_after = m.counters()
+                trips = {op: n - requests_before.get(op, 0) for op, n in requests_after.items()}
+                self.trips.setdefault((row, tag + label), []).append((trips, cpu_after - cpu_before))
         finally:
             shutil.rmtree(os.path.join(self.src, "files"), ignore_errors=True)
 
@@ -374,7 +402,8 @@ class Bench:
                   f"{self.vs_base(('reread', variant, cache, MIB, 1), rate)}")
 
     def print_metadata(self):
-        print(f"\nmetadata (tree: 1,000 directories of 20 files of 2 KiB; a fresh mount for every figure)")
+        print(f"\nmetadata (tree: 1,000 directories of 20 files of 2 KiB; ls: {LS_FILES:,} empty files; "
+              "a fresh mount for every figure)")
         print(f"{'what':<60} {'figure':>10} {'x native':>9}")
         for row, label, unit in METADATA_ROWS:
             native, _ = self.med(("meta", row, "native"))
@@ -387,6 +416,38 @@ class Bench:
                     ratio = value / native
                     who = ("baseline " if tag else "") + name
                     print(f"{label + ' ' + who:<60} {self.figure(value, unit)} {ratio:9.2f}")
+
+    def print_round_trips(self):
+        """Where a metadata row's time goes: the requests the daemon answered
+        per item (file, entry, read) and what each cost, against the cost of
+        the cheapest round trip (a 4 KiB direct read) measured in the same run."""
+        items = {"files": 10000, "findstat": 1000 + 50 + 20000 + 1, "tar": 20000, "ls": LS_FILES, "direct4k": 20000}
+        direct_rate, _ = self.med(("meta", "direct4k", "splicefs"))
+        trip_s = 1 / direct_rate
+        print(f"\nwhere the time goes (this build, default options; requests the daemon answered, medians): one round "
+              f"trip costs {trip_s * 1e6:.1f} us here (a 4K direct read)")
+        print(f"{'what':<36} {'trips/item':>10} {'us/trip':>8} {'daemon CPU':>10} {'trips alone':>12}   operations per item")
+        for row, label, unit in METADATA_ROWS:
+            runs = self.trips.get((row, "splicefs"))
+            if not runs or row == "findstat_again":  # its counters span both walks
+                continue
+            value, _ = self.med(("meta", row, "splicefs"))
+            native, _ = self.med(("meta", row, "native"))
+            elapsed = value if unit == "s" else 20000 / value
+            native_s = native if unit == "s" else 20000 / native
+            total = statistics.median(sum(t.values()) for t, _ in runs)
+            cpu = statistics.median(c for _, c in runs)
+            ops = {op: statistics.median(t.get(op, 0) for t, _ in runs) for op in runs[0][0]}
+            top = sorted(((n, op) for op, n in ops.items() if n), reverse=True)[:5]
+            per_item = ", ".join(f"{op} {n / items[row]:.2f}" for n, op in top)
+            # If each of those round trips cost what the cheapest one does,
+            # and the caller spent no more time than natively:
+            floor = (total * trip_s + native_s) / native_s
+            print(f"{label[:36]:<36} {total / items[row]:10.2f} {elapsed / total * 1e6:8.1f} "
+                  f"{cpu / total * 1e6:7.1f} us {floor:10.2f}x   {per_item}")
+        print("(us/trip: the row's time over its round trips; daemon CPU: the daemon's CPU time per round trip; "
+              "trips alone: the ratio to native if every round trip cost what the 4K direct read does and nothing "
+              "else were slower than native)")
 
     @staticmethod
     def figure(value, unit):
@@ -426,6 +487,7 @@ def main():
         bench.print_data()
     if args.only != "data":
         bench.print_metadata()
+        bench.print_round_trips()
 
 
 if __name__ == "__main__":
