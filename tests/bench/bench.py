@@ -24,6 +24,9 @@ import tempfile
 import time
 
 LS_FILES = 100_000
+CREATE_FILES = 10_000  # the create+stat+unlink row
+TREE_DIRS, TREE_FILES_PER_DIR, DIRS_PER_PARENT = 1000, 20, 20  # find+stat and tar
+DIRECT_READS = 20_000  # the 4K direct-read row
 MIB = 1 << 20
 GIB = 1 << 30
 MODES = ("off", "read", "write", "all")
@@ -127,10 +130,10 @@ def timed_direct_random_reads(path, size, block, count):
 
 
 def make_tree(root, dirs, files_per_dir, size):
-    """`dirs` directories, 20 to a parent, of `files_per_dir` files of `size` bytes."""
+    """`dirs` directories, DIRS_PER_PARENT to a parent, of `files_per_dir` files of `size` bytes."""
     payload = os.urandom(size)
     for d in range(dirs):
-        path = os.path.join(root, f"p{d // 20}", f"d{d}")
+        path = os.path.join(root, f"p{d // DIRS_PER_PARENT}", f"d{d}")
         os.makedirs(path)
         for i in range(files_per_dir):
             with open(os.path.join(path, f"f{i}"), "wb") as f:
@@ -263,7 +266,7 @@ class Bench:
             for _ in range(self.size // MIB):
                 f.write(chunk)
         if self.args.only != "data":
-            make_tree(os.path.join(self.src, "tree"), 1000, 20, 2048)
+            make_tree(os.path.join(self.src, "tree"), TREE_DIRS, TREE_FILES_PER_DIR, 2048)
             big = os.path.join(self.src, "big")
             os.mkdir(big)
             for i in range(LS_FILES):
@@ -324,7 +327,7 @@ class Bench:
     def metadata_one(self, root, row):
         """One measurement of a metadata row under ROOT (the source or the mount)."""
         if row == "files":
-            return timed_files(os.path.join(root, "files"), 10000)
+            return timed_files(os.path.join(root, "files"), CREATE_FILES)
         if row == "findstat":
             return timed_find_stat(os.path.join(root, "tree"))
         if row == "findstat_again":
@@ -336,7 +339,7 @@ class Bench:
             return timed_tar(os.path.join(root, "tree"), os.path.join(self.tmp, "tree.tar"))
         if row == "ls":
             return timed_ls(os.path.join(root, "big"))
-        return timed_direct_random_reads(os.path.join(root, "data"), min(self.size, GIB), 4096, 20000)
+        return timed_direct_random_reads(os.path.join(root, "data"), min(self.size, GIB), 4096, DIRECT_READS)
 
     def metadata_round(self):
         """Every metadata row natively, then on a fresh mount per build,
@@ -402,7 +405,8 @@ class Bench:
                   f"{self.vs_base(('reread', variant, cache, MIB, 1), rate)}")
 
     def print_metadata(self):
-        print(f"\nmetadata (tree: 1,000 directories of 20 files of 2 KiB; ls: {LS_FILES:,} empty files; "
+        print(f"\nmetadata (tree: {TREE_DIRS:,} directories of {TREE_FILES_PER_DIR} files of 2 KiB; "
+              f"ls: {LS_FILES:,} empty files; "
               "a fresh mount for every figure)")
         print(f"{'what':<60} {'figure':>10} {'x native':>9}")
         for row, label, unit in METADATA_ROWS:
@@ -421,7 +425,10 @@ class Bench:
         """Where a metadata row's time goes: the requests the daemon answered
         per item (file, entry, read) and what each cost, against the cost of
         the cheapest round trip (a 4 KiB direct read) measured in the same run."""
-        items = {"files": 10000, "findstat": 1000 + 50 + 20000 + 1, "tar": 20000, "ls": LS_FILES, "direct4k": 20000}
+        files = TREE_DIRS * TREE_FILES_PER_DIR
+        # findstat: the root, the parents, the directories and their files.
+        walked = 1 + -(-TREE_DIRS // DIRS_PER_PARENT) + TREE_DIRS + files
+        items = {"files": CREATE_FILES, "findstat": walked, "tar": files, "ls": LS_FILES, "direct4k": DIRECT_READS}
         direct_rate, _ = self.med(("meta", "direct4k", "splicefs"))
         trip_s = 1 / direct_rate
         print(f"\nwhere the time goes (this build, default options; requests the daemon answered, medians): one round "
@@ -433,8 +440,8 @@ class Bench:
                 continue
             value, _ = self.med(("meta", row, "splicefs"))
             native, _ = self.med(("meta", row, "native"))
-            elapsed = value if unit == "s" else 20000 / value
-            native_s = native if unit == "s" else 20000 / native
+            elapsed = value if unit == "s" else DIRECT_READS / value
+            native_s = native if unit == "s" else DIRECT_READS / native
             total = statistics.median(sum(t.values()) for t, _ in runs)
             cpu = statistics.median(c for _, c in runs)
             ops = {op: statistics.median(t.get(op, 0) for t, _ in runs) for op in runs[0][0]}
@@ -443,11 +450,13 @@ class Bench:
             # If each of those round trips cost what the cheapest one does,
             # and the caller spent no more time than natively:
             floor = (total * trip_s + native_s) / native_s
+            if unit != "s":  # a rate: as the table above gives it
+                floor = 1 / floor
             print(f"{label[:36]:<36} {total / items[row]:10.2f} {elapsed / total * 1e6:8.1f} "
                   f"{cpu / total * 1e6:7.1f} us {floor:10.2f}x   {per_item}")
         print("(us/trip: the row's time over its round trips; daemon CPU: the daemon's CPU time per round trip; "
               "trips alone: the ratio to native if every round trip cost what the 4K direct read does and nothing "
-              "else were slower than native)")
+              "else were slower than native; a time ratio, but for the 4K reads a rate ratio as above)")
 
     @staticmethod
     def figure(value, unit):
